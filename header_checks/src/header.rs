@@ -1,0 +1,305 @@
+//! Finding the top-level header block of a raw message and the string each
+//! logical header presents to the rules, the way Postfix's smtpd(8) and
+//! mime_state (cleanup(8)) build it:
+//!
+//! - lines end at LF; every CR right before the LF is dropped (smtp_get);
+//! - a line starting with space or tab continues the current header; the
+//!   lines are joined with "\n";
+//! - a header starts with a name of printable ASCII (no space, no colon),
+//!   optionally followed by spaces/tabs, then a colon (`is_header()`); the
+//!   obsolete "Name :" form is presented as "Name:";
+//! - any other line (empty or not) ends the header block;
+//! - the key is a C string, so text after a NUL byte in a record is not seen;
+//! - records are at most `line_length_limit` (2048) bytes and a header keeps
+//!   growing only while it is shorter than `header_size_limit` (102400).
+//!
+//! Only the matching string follows these rules: the byte ranges returned
+//! cover the header exactly as it is in the message, so edits never touch a
+//! byte they do not mean to.
+
+use std::borrow::Cow;
+
+/// Postfix `line_length_limit` default: smtpd hands cleanup records of at
+/// most this many bytes.
+const RECORD_LIMIT: usize = 2048;
+/// Postfix `header_size_limit` default.
+const HEADER_LIMIT: usize = 102_400;
+
+/// Postfix's `is_header()`: the length of the header name when `line`
+/// starts with "name:" or "name  :", else `None`.
+pub(crate) fn header_name_len(line: &[u8]) -> Option<usize> {
+    #[derive(PartialEq)]
+    enum State {
+        Init,
+        InChar,
+        InCharSpace,
+    }
+    let mut state = State::Init;
+    let mut len = 0usize;
+    for &c in line {
+        match c {
+            b' ' | b'\t' => match state {
+                State::Init => return None,
+                _ => state = State::InCharSpace,
+            },
+            b':' => return if state == State::Init { None } else { Some(len) },
+            0 => return None,
+            c if !(0x20..0x7f).contains(&c) => return None,
+            _ => match state {
+                State::InCharSpace => return None,
+                _ => {
+                    state = State::InChar;
+                    len += 1;
+                }
+            },
+        }
+    }
+    None
+}
+
+/// One physical line: `[start, content_end)` is the text without the line
+/// terminator, `[content_end, end)` is the terminator ("\r\n", "\n",
+/// "\r\r\n", or empty at the end of input).
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    start: usize,
+    content_end: usize,
+    end: usize,
+}
+
+fn next_line(msg: &[u8], start: usize) -> Line {
+    let rest = &msg[start..];
+    match rest.iter().position(|&b| b == b'\n') {
+        Some(i) => {
+            let mut content_end = start + i;
+            while content_end > start && msg[content_end - 1] == b'\r' {
+                content_end -= 1;
+            }
+            Line {
+                start,
+                content_end,
+                end: start + i + 1,
+            }
+        }
+        None => {
+            // Unterminated last line: keep trailing CRs in the terminator
+            // too, so a message cut after "\r" still splits the same way.
+            let mut content_end = msg.len();
+            while content_end > start && msg[content_end - 1] == b'\r' {
+                content_end -= 1;
+            }
+            Line {
+                start,
+                content_end,
+                end: msg.len(),
+            }
+        }
+    }
+}
+
+/// One logical header of the top-level block.
+#[derive(Debug, Clone)]
+pub(crate) struct Header<'m> {
+    /// Byte range of all its physical lines, terminators included.
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    /// Terminator of its first physical line.
+    pub(crate) first_eol: &'m [u8],
+    /// Terminator of its last physical line (may be empty at end of input).
+    pub(crate) last_eol: &'m [u8],
+    /// What the rules see.
+    pub(crate) key: Cow<'m, [u8]>,
+}
+
+/// The top-level header block of a message.
+#[derive(Debug)]
+pub(crate) struct HeaderBlock<'m> {
+    pub(crate) headers: Vec<Header<'m>>,
+    /// Offset just past the last header: where the separator line or the
+    /// body (or the end of input) starts.
+    pub(crate) end: usize,
+}
+
+/// Appends one record's text to the key, cut at a NUL as strcat() would.
+fn push_c_string(key: &mut Vec<u8>, text: &[u8]) {
+    let text = match text.iter().position(|&b| b == 0) {
+        Some(n) => &text[..n],
+        None => text,
+    };
+    key.extend_from_slice(text);
+}
+
+/// Appends the records of one physical line after the first: each while
+/// the header is still under the size limit.
+fn push_records(key: &mut Vec<u8>, text: &[u8]) {
+    for chunk in text.chunks(RECORD_LIMIT) {
+        if key.len() < HEADER_LIMIT {
+            push_c_string(key, chunk);
+        }
+    }
+}
+
+struct Builder<'m> {
+    msg: &'m [u8],
+    first: Line,
+    last: Line,
+    /// Set once the key must differ from the first line's raw content.
+    owned: Option<Vec<u8>>,
+}
+
+impl<'m> Builder<'m> {
+    fn new(msg: &'m [u8], line: Line, name_len: usize) -> Builder<'m> {
+        let content = &msg[line.start..line.content_end];
+        let first_record = &content[..content.len().min(RECORD_LIMIT)];
+        let after_name = &first_record[name_len..];
+        let spaces = after_name
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        let simple = spaces == 0 && content.len() <= RECORD_LIMIT && !content.contains(&0);
+        let owned = if simple {
+            None
+        } else {
+            let mut key = Vec::with_capacity(content.len());
+            key.extend_from_slice(&first_record[..name_len]);
+            push_c_string(&mut key, &after_name[spaces..]);
+            if content.len() > RECORD_LIMIT {
+                push_records(&mut key, &content[RECORD_LIMIT..]);
+            }
+            Some(key)
+        };
+        Builder {
+            msg,
+            first: line,
+            last: line,
+            owned,
+        }
+    }
+
+    fn continue_with(&mut self, line: Line) {
+        let msg = self.msg;
+        let key = self.owned.get_or_insert_with(|| {
+            msg[self.first.start..self.first.content_end].to_vec()
+        });
+        let content = &msg[line.start..line.content_end];
+        if key.len() < HEADER_LIMIT {
+            key.push(b'\n');
+            let first_record = &content[..content.len().min(RECORD_LIMIT)];
+            push_c_string(key, first_record);
+        }
+        if content.len() > RECORD_LIMIT {
+            push_records(key, &content[RECORD_LIMIT..]);
+        }
+        self.last = line;
+    }
+
+    fn finish(self) -> Header<'m> {
+        let key = match self.owned {
+            Some(k) => Cow::Owned(k),
+            None => Cow::Borrowed(&self.msg[self.first.start..self.first.content_end]),
+        };
+        Header {
+            start: self.first.start,
+            end: self.last.end,
+            first_eol: &self.msg[self.first.content_end..self.first.end],
+            last_eol: &self.msg[self.last.content_end..self.last.end],
+            key,
+        }
+    }
+}
+
+/// Splits the top-level header block of `msg` into logical headers.
+pub(crate) fn scan(msg: &[u8]) -> HeaderBlock<'_> {
+    let mut headers = Vec::new();
+    let mut current: Option<Builder<'_>> = None;
+    let mut pos = 0;
+    while pos < msg.len() {
+        let line = next_line(msg, pos);
+        let content = &msg[line.start..line.content_end];
+        if let Some(b) = current.as_mut() {
+            if matches!(content.first(), Some(b' ' | b'\t')) {
+                b.continue_with(line);
+                pos = line.end;
+                continue;
+            }
+        }
+        if let Some(b) = current.take() {
+            headers.push(b.finish());
+        }
+        let first_record = &content[..content.len().min(RECORD_LIMIT)];
+        match header_name_len(first_record) {
+            Some(n) => {
+                current = Some(Builder::new(msg, line, n));
+                pos = line.end;
+            }
+            None => break,
+        }
+    }
+    if let Some(b) = current.take() {
+        headers.push(b.finish());
+    }
+    let end = headers.last().map_or(0, |h| h.end);
+    HeaderBlock { headers, end }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_header_like_postfix() {
+        assert_eq!(header_name_len(b"Subject: x"), Some(7));
+        assert_eq!(header_name_len(b"Subject : x"), Some(7));
+        assert_eq!(header_name_len(b"X-Spam-Level:"), Some(12));
+        assert_eq!(header_name_len(b": x"), None);
+        assert_eq!(header_name_len(b" Subject: x"), None);
+        assert_eq!(header_name_len(b"Two words: x"), None);
+        assert_eq!(header_name_len(b"Caf\xe9: x"), None);
+        assert_eq!(header_name_len(b"NoColon"), None);
+        assert_eq!(header_name_len(b"From nobody Mon Jan 1 00:00:00 2024"), None);
+    }
+
+    fn keys(msg: &[u8]) -> Vec<String> {
+        scan(msg)
+            .headers
+            .iter()
+            .map(|h| String::from_utf8_lossy(&h.key).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn folding_and_line_endings() {
+        let msg = b"A: 1\r\nB: 2\r\n\tmore\r\n  end\r\nC : 3\r\n\r\nbody: x\r\n";
+        let block = scan(msg);
+        assert_eq!(keys(msg), ["A: 1", "B: 2\n\tmore\n  end", "C: 3"]);
+        assert_eq!(block.end, msg.len() - b"\r\nbody: x\r\n".len());
+        assert_eq!(block.headers[1].first_eol, b"\r\n");
+        assert!(matches!(block.headers[0].key, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn block_ends_at_non_header_line() {
+        let msg = b"A: 1\nnot a header\nB: 2\n";
+        assert_eq!(keys(msg), ["A: 1"]);
+        assert_eq!(scan(msg).end, 5);
+        assert_eq!(keys(b" x: 1\nA: 2\n"), Vec::<String>::new());
+        assert_eq!(keys(b"A: 1"), ["A: 1"]);
+        assert_eq!(keys(b"A: 1\r\r\n\r\r\nB: 2"), ["A: 1"]);
+    }
+
+    #[test]
+    fn nul_cuts_the_key() {
+        assert_eq!(keys(b"A: x\0y\n\tz\0w\n"), ["A: x\n\tz"]);
+    }
+
+    #[test]
+    fn size_limit() {
+        let mut msg = b"A: ".to_vec();
+        msg.extend(std::iter::repeat_n(b'x', 200_000));
+        msg.extend_from_slice(b"\n\tmore\n");
+        let block = scan(&msg);
+        assert_eq!(block.headers.len(), 1);
+        assert!(block.headers[0].key.len() < HEADER_LIMIT + RECORD_LIMIT);
+        assert_eq!(block.headers[0].end, msg.len());
+    }
+}

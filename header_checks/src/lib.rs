@@ -1,0 +1,523 @@
+//! Postfix-compatible `header_checks` (header_checks(5) rules in
+//! pcre_table(5) syntax), applied to raw message bytes.
+//!
+//! # Why this crate exists
+//!
+//! Postfix's cleanup(8) runs `header_checks` on the message *as received*,
+//! before any milter sees it, and never shows milter-added headers to those
+//! rules. So on a secondary MX running spamass-milter and clamav-milter,
+//! `/^X-Spam-Status:/ IGNORE` silently does nothing: the header does not exist
+//! yet when the rule runs, and the recipient ends up with X-Spam-* headers
+//! twice. mx2 instead applies the same rules *after* every scanner has added
+//! its headers, to the final header block as it will be relayed, so the
+//! operator's unmodified file does what its author meant.
+//!
+//! # Semantics
+//!
+//! Everything else follows Postfix 3.7 as closely as the two documents and
+//! its source allow:
+//!
+//! - the table is read like `readllines()` + `dict_pcre_open()`: comments,
+//!   blank lines, continuation lines, `if`/`endif` (nested, negated), `!`
+//!   negation, any delimiter, flags `i m s x A E U` toggling the defaults
+//!   (`i` and `s` on), `$n`/`${n}`/`$(n)`/`$$` in the action text;
+//! - each logical header of the top-level header block is one lookup key:
+//!   its lines joined with "\n", CRs before the LF removed, "Name :" shown as
+//!   "Name:", cut at a NUL byte; matched as bytes (no UTF mode), so 8-bit
+//!   values match and are never altered;
+//! - the first matching rule decides for a header; every header is examined,
+//!   except that DISCARD and REJECT end processing at once;
+//! - the message is edited in place: removed, replaced or prepended headers
+//!   change, every other byte (folding, line endings, the body) is kept.
+//!
+//! Differences, on purpose: a rule Postfix would skip with a warning (bad
+//! regex, unknown flag, unsupported action, REPLACE without text, ...)
+//! makes the whole table fail to load, so a typo cannot go unnoticed; only
+//! the top-level headers are examined (Postfix also applies the table to MIME
+//! part headers and attached messages through `mime_header_checks` and
+//! `nested_header_checks`); and a runaway pattern is stopped by a match
+//! limit, counted as "no match" and reported in [`Outcome::errors`].
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod action;
+mod header;
+#[cfg(test)]
+mod oracle_tests;
+mod pcre;
+mod reply;
+mod table;
+mod template;
+
+use std::fmt;
+use std::path::Path;
+
+use action::Action;
+use pcre::{MatchResult, Matcher};
+use table::Op;
+
+/// A compiled rules table. Immutable, `Send + Sync`: share it via `Arc`.
+pub struct Rules {
+    ops: Vec<Op>,
+    file: String,
+    rules: usize,
+    max_captures: u32,
+}
+
+impl fmt::Debug for Rules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rules")
+            .field("file", &self.file)
+            .field("rules", &self.rules)
+            .finish()
+    }
+}
+
+/// A successfully loaded table and what Postfix would have warned about.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The rules.
+    pub rules: Rules,
+    /// `FILE:LINE: message` for each warning (unbalanced if/endif, ...).
+    pub warnings: Vec<String>,
+}
+
+/// Why a table could not be loaded: every problem found, one per entry,
+/// each `FILE:LINE: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    /// The messages.
+    pub errors: Vec<String>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            f.write_str(e)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// What happens to the message as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Relay it (possibly edited).
+    Accept,
+    /// Claim delivery (250) and drop it.
+    Discard {
+        /// Optional text from the rule (for the log).
+        text: String,
+    },
+    /// Refuse it; see [`Verdict::reject_reply`].
+    Reject {
+        /// Optional text from the rule, as written (after `$n`).
+        text: String,
+    },
+    /// Queue it (edited) but keep it on hold.
+    Hold {
+        /// Optional text from the first HOLD rule (for the log).
+        text: String,
+    },
+}
+
+impl Verdict {
+    /// For a REJECT, the SMTP reply Postfix would give: `550 5.7.1 text`,
+    /// `550 5.7.1 message content rejected` without text, an enhanced
+    /// status code at the start of the text replaces 5.7.1, and a 4.x.x
+    /// code makes it a temporary `451 4.x.x text`. `None` otherwise.
+    pub fn reject_reply(&self) -> Option<String> {
+        match self {
+            Verdict::Reject { text } => Some(reply::reject_reply(text)),
+            _ => None,
+        }
+    }
+}
+
+/// One rule that fired on one header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// Line of the rule in the table (first line of a multi-line rule).
+    pub line: usize,
+    /// The rule as written: `/pattern/flags ACTION text`.
+    pub rule: String,
+    /// The action, upper case: `IGNORE`, `REJECT`, ...
+    pub action: String,
+    /// The header as the rule saw it (lines joined with "\n"), lossy UTF-8.
+    pub header: String,
+    /// The action's text after `$n` substitution (may be empty).
+    pub text: String,
+}
+
+/// The edited header block: the resulting message is
+/// `new_header ++ message[body_start..]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    /// The new header block (replaces `message[..body_start]`).
+    pub new_header: Vec<u8>,
+    /// Where the untouched rest of the message starts (separator + body).
+    pub body_start: usize,
+}
+
+/// Result of [`Rules::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// What to do with the message.
+    pub verdict: Verdict,
+    /// Every rule that fired, in header order.
+    pub hits: Vec<Hit>,
+    /// Header edits; `None` when the message is unchanged (always `None`
+    /// for DISCARD and REJECT).
+    pub edit: Option<Edit>,
+    /// Problems met while matching (a pattern exceeding the match limit, an
+    /// action computed from `$n` that is not usable, ...). Each such rule
+    /// counted as not matching; the message is never lost because of them.
+    pub errors: Vec<String>,
+}
+
+impl Outcome {
+    /// The message after the edits (a copy of `original` if none).
+    pub fn message(&self, original: &[u8]) -> Vec<u8> {
+        match &self.edit {
+            None => original.to_vec(),
+            Some(e) => {
+                let rest = original.get(e.body_start..).unwrap_or_default();
+                let mut out = Vec::with_capacity(e.new_header.len() + rest.len());
+                out.extend_from_slice(&e.new_header);
+                out.extend_from_slice(rest);
+                out
+            }
+        }
+    }
+}
+
+impl fmt::Display for Hit {
+    /// `line N: /pattern/flags ACTION text: Header: value`, the header
+    /// unfolded onto one line (the "\n" of each fold removed).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {}: {}: {}",
+            self.line,
+            self.rule,
+            self.header.replace('\n', "")
+        )
+    }
+}
+
+/// What `mx2 header-checks test` prints for one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The resulting message byte for byte, or one line `DISCARD text` /
+    /// `REJECT 550 5.7.1 text`.
+    pub stdout: Vec<u8>,
+    /// One line each: every hit, every matching error (`error: ...`), and
+    /// `HOLD text` when the message would be held.
+    pub stderr: Vec<String>,
+}
+
+impl Outcome {
+    /// Renders this outcome as `mx2 header-checks test` shows it.
+    pub fn report(&self, original: &[u8]) -> Report {
+        let stdout = match &self.verdict {
+            Verdict::Discard { text } if text.is_empty() => b"DISCARD\n".to_vec(),
+            Verdict::Discard { text } => format!("DISCARD {text}\n").into_bytes(),
+            Verdict::Reject { .. } => {
+                let reply = self.verdict.reject_reply().unwrap_or_default();
+                format!("REJECT {reply}\n").into_bytes()
+            }
+            Verdict::Accept | Verdict::Hold { .. } => self.message(original),
+        };
+        let mut stderr: Vec<String> = self.hits.iter().map(Hit::to_string).collect();
+        stderr.extend(self.errors.iter().map(|e| format!("error: {e}")));
+        if let Verdict::Hold { text } = &self.verdict {
+            stderr.push(if text.is_empty() {
+                "HOLD".to_string()
+            } else {
+                format!("HOLD {text}")
+            });
+        }
+        Report { stdout, stderr }
+    }
+}
+
+/// What a header turns into.
+enum Change {
+    Remove,
+    Replace(Vec<u8>),
+    Prepend(Vec<u8>),
+}
+
+impl Rules {
+    /// Parses a rules table; `file` names it in messages (`FILE:LINE: ...`).
+    pub fn parse(text: &[u8], file: &str) -> Result<Loaded, LoadError> {
+        let parsed = table::parse(text, file);
+        if !parsed.errors.is_empty() {
+            return Err(LoadError {
+                errors: parsed.errors,
+            });
+        }
+        let mut rules = 0;
+        let mut max_captures = 0;
+        for op in &parsed.ops {
+            if let Op::Match(m) = op {
+                rules += 1;
+                max_captures = max_captures.max(m.regex.captures());
+            }
+        }
+        Ok(Loaded {
+            rules: Rules {
+                ops: parsed.ops,
+                file: file.to_string(),
+                rules,
+                max_captures,
+            },
+            warnings: parsed.warnings,
+        })
+    }
+
+    /// Reads and parses a rules file.
+    pub fn load(path: &Path) -> Result<Loaded, LoadError> {
+        let name = path.display().to_string();
+        match std::fs::read(path) {
+            Ok(text) => Rules::parse(&text, &name),
+            Err(e) => Err(LoadError {
+                errors: vec![format!("{name}: cannot read rules: {e}")],
+            }),
+        }
+    }
+
+    /// A table with no rules: every message is accepted unchanged.
+    pub fn empty() -> Rules {
+        Rules {
+            ops: Vec::new(),
+            file: String::new(),
+            rules: 0,
+            max_captures: 0,
+        }
+    }
+
+    /// Number of `/pattern/ ACTION` rules (not counting if/endif).
+    pub fn len(&self) -> usize {
+        self.rules
+    }
+
+    /// True when there is no rule.
+    pub fn is_empty(&self) -> bool {
+        self.rules == 0
+    }
+
+    /// Finds the first rule matching `key` (dict_pcre_lookup) and returns
+    /// it with its expanded action text.
+    fn lookup<'r>(
+        &'r self,
+        matcher: &mut Matcher,
+        key: &[u8],
+        errors: &mut Vec<String>,
+    ) -> Option<(&'r table::MatchRule, Vec<u8>)> {
+        let mut i = 0;
+        while let Some(op) = self.ops.get(i) {
+            match op {
+                Op::Match(rule) => {
+                    if self.test(matcher, &rule.regex, rule.negate, rule.line, key, errors) {
+                        let value = rule.template.expand(|n| {
+                            matcher.group(n).and_then(|(s, e)| key.get(s..e))
+                        });
+                        return Some((rule, value));
+                    }
+                }
+                Op::If(rule) => {
+                    if !self.test(matcher, &rule.regex, rule.negate, rule.line, key, errors) {
+                        // An IF without ENDIF that fails ends the search.
+                        i = rule.endif?;
+                    }
+                }
+                Op::Endif => {}
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// One pattern test; a matching error counts as "no match" either way.
+    fn test(
+        &self,
+        matcher: &mut Matcher,
+        regex: &pcre::Regex,
+        negate: bool,
+        line: usize,
+        key: &[u8],
+        errors: &mut Vec<String>,
+    ) -> bool {
+        match matcher.exec(regex, key) {
+            MatchResult::Match => !negate,
+            MatchResult::NoMatch => negate,
+            MatchResult::Error(code) => {
+                errors.push(format!(
+                    "{}:{}: {} (header treated as not matching)",
+                    self.file,
+                    line,
+                    pcre::error_message(code)
+                ));
+                false
+            }
+        }
+    }
+
+    /// Applies the rules to a whole raw message (header block + body).
+    /// Never panics, whatever the input.
+    pub fn apply(&self, message: &[u8]) -> Outcome {
+        let mut outcome = Outcome {
+            verdict: Verdict::Accept,
+            hits: Vec::new(),
+            edit: None,
+            errors: Vec::new(),
+        };
+        if self.ops.is_empty() {
+            return outcome;
+        }
+        let Some(mut matcher) = Matcher::new(self.max_captures) else {
+            outcome
+                .errors
+                .push("out of memory for PCRE2 match data: rules not applied".to_string());
+            return outcome;
+        };
+        let block = header::scan(message);
+        let mut changes: Vec<(usize, Change)> = Vec::new();
+        let mut hold: Option<String> = None;
+
+        for (index, h) in block.headers.iter().enumerate() {
+            let Some((rule, value)) = self.lookup(&mut matcher, &h.key, &mut outcome.errors)
+            else {
+                continue;
+            };
+            let (word, args) = action::split(&value);
+            let act = Action::from_word(word);
+            let text = String::from_utf8_lossy(args).into_owned();
+            outcome.hits.push(Hit {
+                line: rule.line,
+                rule: rule.source.clone(),
+                action: match act {
+                    Some(a) => a.name().to_string(),
+                    None => String::from_utf8_lossy(word).to_ascii_uppercase(),
+                },
+                header: String::from_utf8_lossy(&h.key).into_owned(),
+                text: text.clone(),
+            });
+            let Some(act) = act else {
+                outcome.errors.push(format!(
+                    "{}:{}: unsupported action \"{}\" (header kept)",
+                    self.file,
+                    rule.line,
+                    String::from_utf8_lossy(word)
+                ));
+                continue;
+            };
+            match act {
+                Action::Discard => {
+                    outcome.verdict = Verdict::Discard { text };
+                    return outcome;
+                }
+                Action::Reject => {
+                    outcome.verdict = Verdict::Reject { text };
+                    return outcome;
+                }
+                Action::Hold => {
+                    hold.get_or_insert(text);
+                }
+                Action::Ignore | Action::Strip => changes.push((index, Change::Remove)),
+                Action::Replace | Action::Prepend => {
+                    if args.is_empty() || header::header_name_len(args).is_none() {
+                        outcome.errors.push(format!(
+                            "{}:{}: bad {} header text \"{}\" -- need \"headername: headervalue\" (header kept)",
+                            self.file,
+                            rule.line,
+                            act.name(),
+                            text
+                        ));
+                    } else if act == Action::Replace {
+                        changes.push((index, Change::Replace(args.to_vec())));
+                    } else {
+                        changes.push((index, Change::Prepend(args.to_vec())));
+                    }
+                }
+                Action::Warn | Action::Dunno | Action::Ok => {}
+            }
+        }
+        if let Some(text) = hold {
+            outcome.verdict = Verdict::Hold { text };
+        }
+        if !changes.is_empty() {
+            outcome.edit = Some(build_edit(message, &block, &changes));
+        }
+        outcome
+    }
+}
+
+/// Line terminator for inserted lines: CRLF if the header's first line
+/// ends with CRLF, LF if with LF; for a header at the very end of an
+/// unterminated message, whatever the message's first line uses.
+fn eol_for<'a>(message: &[u8], h: &header::Header<'a>) -> &'static [u8] {
+    let style = |eol: &[u8]| -> Option<&'static [u8]> {
+        if eol.ends_with(b"\r\n") {
+            Some(b"\r\n")
+        } else if eol.ends_with(b"\n") {
+            Some(b"\n")
+        } else {
+            None
+        }
+    };
+    style(h.first_eol)
+        .or_else(|| {
+            let first_lf = message.iter().position(|&b| b == b'\n')?;
+            style(&message[..=first_lf])
+        })
+        .unwrap_or(b"\n")
+}
+
+/// Writes action text, turning "\n" (from a folded header's `$n`) into the
+/// header's line terminator.
+fn push_text(out: &mut Vec<u8>, text: &[u8], eol: &[u8]) {
+    for (i, part) in text.split(|&b| b == b'\n').enumerate() {
+        if i > 0 {
+            out.extend_from_slice(eol);
+        }
+        out.extend_from_slice(part);
+    }
+}
+
+fn build_edit(message: &[u8], block: &header::HeaderBlock<'_>, changes: &[(usize, Change)]) -> Edit {
+    let mut out = Vec::with_capacity(block.end + 128);
+    let mut cursor = 0;
+    for (index, change) in changes {
+        let Some(h) = block.headers.get(*index) else {
+            continue;
+        };
+        out.extend_from_slice(&message[cursor..h.start]);
+        match change {
+            Change::Remove => {}
+            Change::Replace(text) => {
+                push_text(&mut out, text, eol_for(message, h));
+                out.extend_from_slice(h.last_eol);
+            }
+            Change::Prepend(text) => {
+                let eol = eol_for(message, h);
+                push_text(&mut out, text, eol);
+                out.extend_from_slice(eol);
+                out.extend_from_slice(&message[h.start..h.end]);
+            }
+        }
+        cursor = h.end;
+    }
+    out.extend_from_slice(&message[cursor..block.end]);
+    Edit {
+        new_header: out,
+        body_start: block.end,
+    }
+}

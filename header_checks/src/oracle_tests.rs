@@ -1,0 +1,123 @@
+//! Cross-check against real Postfix: for every golden case, `postmap -hq -
+//! pcre:RULES` (Postfix's own table code and header parser) must print
+//! exactly the lookups this crate makes: "key<TAB>result" for every header
+//! that a rule matches. Needs Postfix with pcre support, so it is ignored by
+//! default: `cargo test -p header_checks -- --ignored postfix`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::{header, pcre::Matcher, Rules};
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+fn rules_for(dir: &Path, name: &str) -> PathBuf {
+    let mut stem = name;
+    loop {
+        let candidate = dir.join(format!("{stem}.rules"));
+        if candidate.exists() {
+            return candidate;
+        }
+        match stem.rfind('_') {
+            Some(i) => stem = &stem[..i],
+            None => panic!("no rules file for {name}"),
+        }
+    }
+}
+
+/// What smtpd hands cleanup: every CR right before an LF removed.
+fn smtpd_lines(msg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(msg.len());
+    for line in msg.split_inclusive(|&b| b == b'\n') {
+        match line.strip_suffix(b"\n") {
+            Some(mut l) => {
+                while let Some(x) = l.strip_suffix(b"\r") {
+                    l = x;
+                }
+                out.extend_from_slice(l);
+                out.push(b'\n');
+            }
+            None => out.extend_from_slice(line),
+        }
+    }
+    out
+}
+
+/// Every lookup result, without stopping at DISCARD/REJECT.
+fn our_lookups(rules: &Rules, msg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut matcher = Matcher::new(rules.max_captures).expect("matcher");
+    let mut errors = Vec::new();
+    for h in header::scan(msg).headers {
+        if let Some((_, value)) = rules.lookup(&mut matcher, &h.key, &mut errors) {
+            out.extend_from_slice(&h.key);
+            out.push(b'\t');
+            out.extend_from_slice(&value);
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+fn postmap(rules: &Path, msg: &[u8], config: &Path) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("postmap")
+        .env("MAIL_CONFIG", config)
+        .arg("-hq")
+        .arg("-")
+        .arg(format!("pcre:{}", rules.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run postmap (is Postfix installed?)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = msg.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("postmap output");
+    let _ = writer.join();
+    assert!(
+        out.stderr.is_empty(),
+        "postmap warned: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+#[ignore = "needs Postfix's postmap with pcre support"]
+fn postfix_postmap_agrees_on_every_golden_case() {
+    let dir = testdata();
+    let config = std::env::temp_dir().join(format!("hc-oracle-{}", std::process::id()));
+    std::fs::create_dir_all(&config).expect("config dir");
+    std::fs::write(config.join("main.cf"), "").expect("main.cf");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("testdata")
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            (p.extension()? == "eml").then(|| p.file_stem()?.to_str().map(str::to_string))?
+        })
+        .collect();
+    names.sort();
+    let mut failures = Vec::new();
+    for name in &names {
+        let rules_path = rules_for(&dir, name);
+        let rules = Rules::load(&rules_path).expect("rules").rules;
+        let msg = smtpd_lines(&std::fs::read(dir.join(format!("{name}.eml"))).expect("eml"));
+        let ours = our_lookups(&rules, &msg);
+        let theirs = postmap(&rules_path, &msg, &config);
+        if ours != theirs {
+            failures.push(format!(
+                "{name}:\n--- postmap\n{}--- ours\n{}",
+                String::from_utf8_lossy(&theirs),
+                String::from_utf8_lossy(&ours)
+            ));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&config);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,0 +1,295 @@
+//! `mx2 queue …`: inspect and control the queue (mailq, postsuper, postcat, qshape).
+//!
+//! Works with the daemon running (WAL readers; writes serialise with the
+//! daemon's writer through SQLite's lock) or stopped. A flush or release
+//! also pokes the daemon's control socket so it acts at once.
+
+use std::io::Write;
+
+use anyhow::{bail, Result};
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::config::Config;
+use crate::queue::admin::{self, Filter, MessageRow};
+use crate::queue::{self, schema};
+
+/// `mx2 queue …`
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// One row per queued message with its pending recipients (like mailq).
+    List {
+        #[arg(long)]
+        json: bool,
+        /// Only messages with a recipient in this domain.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Only messages from this envelope sender ("" for the null sender).
+        #[arg(long)]
+        sender: Option<String>,
+        /// Only held messages.
+        #[arg(long)]
+        held: bool,
+    },
+    /// The message as queued (like postcat -q): envelope and content.
+    Show {
+        id: String,
+        /// Only the envelope.
+        #[arg(long, group = "part")]
+        envelope: bool,
+        /// Only the header block.
+        #[arg(long, group = "part")]
+        headers: bool,
+        /// Only the raw message bytes.
+        #[arg(long, group = "part")]
+        raw: bool,
+    },
+    /// Remove messages without bouncing them (like postsuper -d).
+    Delete {
+        ids: Vec<String>,
+        #[arg(long, conflicts_with_all = ["ids", "domain"])]
+        all: bool,
+        /// Remove this domain's recipients, and messages left with none.
+        #[arg(long, conflicts_with = "ids")]
+        domain: Option<String>,
+    },
+    /// Park messages: no delivery until released (postsuper -h).
+    Hold {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Unpark held messages; they are due at once (postsuper -H).
+    Release {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Retry deferred mail now: all, one domain, or some ids (postqueue -f / -s).
+    Flush {
+        #[arg(long)]
+        domain: Option<String>,
+        ids: Vec<String>,
+    },
+    /// Counts and bytes per domain, held, deferred, oldest age (like qshape).
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: &Command, cfg: &Config) -> Result<i32> {
+    if !cfg.queue.path.exists() {
+        if let Command::List { json: true, .. } = cmd {
+            println!("[]");
+            return Ok(0);
+        }
+    }
+    let conn = schema::open(&cfg.queue.path)?;
+    let mut c2 = conn;
+    schema::migrate(&mut c2)?;
+    let conn = c2;
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    match cmd {
+        Command::List { json, domain, sender, held } => {
+            let rows = admin::list(
+                &conn,
+                &Filter {
+                    domain: domain.clone(),
+                    sender: sender.clone(),
+                    held_only: *held,
+                },
+            )?;
+            if *json {
+                let v: Vec<_> = rows.iter().map(message_json).collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            } else {
+                print_mailq(&mut out, &rows)?;
+            }
+        }
+        Command::Show { id, envelope, headers, raw } => {
+            let Some((m, data)) = admin::show(&conn, id)? else {
+                bail!("{id}: no such message in the queue");
+            };
+            if *raw {
+                out.write_all(&data)?;
+            } else if *headers {
+                out.write_all(header_block(&data))?;
+            } else {
+                print_envelope(&mut out, &m)?;
+                if !*envelope {
+                    writeln!(out, "*** MESSAGE CONTENTS {} ***", m.id)?;
+                    out.write_all(&data)?;
+                    writeln!(out, "*** END OF MESSAGE ***")?;
+                }
+            }
+        }
+        Command::Delete { ids, all, domain } => {
+            if *all {
+                let n = admin::delete_all(&conn)?;
+                tracing::info!("queue: all {n} messages deleted by admin");
+                writeln!(out, "{n} messages deleted")?;
+            } else if let Some(d) = domain {
+                let (n, gone) = admin::delete_domain(&conn, d)?;
+                for id in &gone {
+                    tracing::info!("{id}: removed by admin (domain {d})");
+                }
+                writeln!(out, "{n} recipients of {d} deleted, {} messages removed", gone.len())?;
+            } else if ids.is_empty() {
+                bail!("name the messages to delete (IDs, --all or --domain D)");
+            } else {
+                let missing = admin::delete(&conn, ids)?;
+                return report(&mut out, ids, &missing, "deleted");
+            }
+        }
+        Command::Hold { ids } => {
+            let missing = admin::set_held(&conn, ids, true)?;
+            return report(&mut out, ids, &missing, "held");
+        }
+        Command::Release { ids } => {
+            let missing = admin::set_held(&conn, ids, false)?;
+            poke(cfg);
+            return report(&mut out, ids, &missing, "released");
+        }
+        Command::Flush { domain, ids } => {
+            let n = admin::flush(&conn, domain.as_deref(), ids)?;
+            let told = poke(cfg);
+            writeln!(
+                out,
+                "{n} recipients due now{}",
+                if told { "" } else { " (daemon not reachable: it will see them at its next scan)" }
+            )?;
+        }
+        Command::Stats { json } => {
+            let s = admin::stats(&conn, queue::now())?;
+            if *json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
+            } else {
+                writeln!(out, "messages: {}  bytes: {}  held: {}  deferred: {}  oldest: {}s", s.messages, s.bytes, s.held, s.deferred, s.oldest_age_seconds)?;
+                writeln!(out, "{:<40} {:>8} {:>12}", "DOMAIN", "MESSAGES", "BYTES")?;
+                for (d, v) in &s.domains {
+                    writeln!(out, "{d:<40} {:>8} {:>12}", v.messages, v.bytes)?;
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// Prints `ID: what` per found id, an error line per missing one.
+fn report(out: &mut impl Write, ids: &[String], missing: &[String], what: &str) -> Result<i32> {
+    for id in ids {
+        if missing.contains(id) {
+            eprintln!("mx2: {id}: no such message in the queue");
+        } else {
+            tracing::info!("{id}: {what} by admin");
+            writeln!(out, "{id}: {what}")?;
+        }
+    }
+    Ok(if missing.is_empty() { 0 } else { 1 })
+}
+
+/// Tells a running daemon to look at the queue now; false if none answered.
+fn poke(cfg: &Config) -> bool {
+    crate::control::request(&cfg.control.socket, "flush").is_ok()
+}
+
+pub fn rfc3339(t: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&Rfc3339).ok())
+        .unwrap_or_else(|| t.to_string())
+}
+
+fn message_json(m: &MessageRow) -> serde_json::Value {
+    json!({
+        "id": m.id,
+        "arrival": rfc3339(m.arrival),
+        "size": m.size,
+        "sender": m.sender,
+        "held": m.held,
+        "recipients": m.recipients.iter().map(|r| json!({
+            "address": r.address,
+            "status": r.status,
+            "attempts": r.attempts,
+            "next_attempt": rfc3339(r.next_attempt),
+            "last_reply": r.last_reply,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_mailq(out: &mut impl Write, rows: &[MessageRow]) -> Result<()> {
+    if rows.is_empty() {
+        writeln!(out, "Mail queue is empty")?;
+        return Ok(());
+    }
+    writeln!(out, "-Queue ID-    --Size-- ----Arrival Time----- -Sender/Recipient-------")?;
+    let mut rcpts = 0;
+    let mut bytes = 0;
+    for m in rows {
+        // Postfix marks: '!' held, '*' being delivered.
+        let mark = if m.held {
+            "!"
+        } else if m.recipients.iter().any(|r| r.status == "active") {
+            "*"
+        } else {
+            " "
+        };
+        let sender = if m.sender.is_empty() { "MAILER-DAEMON" } else { &m.sender };
+        writeln!(out, "{}{mark} {:>9} {} {sender}", m.id, m.size, rfc3339(m.arrival))?;
+        if let Some(reason) = m.hold_reason.as_ref().filter(|_| m.held) {
+            writeln!(out, "{:46}(held: {reason})", "")?;
+        }
+        for r in &m.recipients {
+            if let Some(reply) = &r.last_reply {
+                writeln!(out, "{:46}({reply})", "")?;
+            }
+            let when = if r.status == "active" {
+                "delivering now".to_string()
+            } else {
+                format!("next attempt {}", rfc3339(r.next_attempt))
+            };
+            writeln!(out, "{:46}{}  [{} attempts, {when}]", "", r.address, r.attempts)?;
+            rcpts += 1;
+        }
+        writeln!(out)?;
+        bytes += m.size;
+    }
+    writeln!(out, "-- {} Kbytes in {} Requests, {rcpts} recipients.", (bytes + 1023) / 1024, rows.len())?;
+    Ok(())
+}
+
+fn print_envelope(out: &mut impl Write, m: &MessageRow) -> Result<()> {
+    writeln!(out, "*** ENVELOPE RECORDS {} ***", m.id)?;
+    writeln!(out, "message_size: {}", m.size)?;
+    writeln!(out, "message_arrival_time: {}", rfc3339(m.arrival))?;
+    writeln!(out, "sender: {}", m.sender)?;
+    writeln!(out, "client: {} (helo {})", m.client, m.helo)?;
+    if m.held {
+        writeln!(out, "held: {}", m.hold_reason.as_deref().unwrap_or("yes"))?;
+    }
+    for r in &m.recipients {
+        writeln!(
+            out,
+            "recipient: {} status={} attempts={} next_attempt={}{}",
+            r.address,
+            r.status,
+            r.attempts,
+            rfc3339(r.next_attempt),
+            r.last_reply.as_ref().map(|x| format!(" last_reply=({x})")).unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}
+
+/// The header block including its terminating empty line.
+fn header_block(data: &[u8]) -> &[u8] {
+    let mut pos = 0;
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        pos += line.len();
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+    }
+    &data[..pos]
+}

@@ -1,0 +1,82 @@
+//! mx2: a secondary-MX relay. See README.md and docs/flow.md.
+
+mod cli;
+mod config;
+mod control;
+mod logging;
+mod pipeline;
+mod queue;
+mod relay;
+mod serve;
+mod smtp;
+mod tables;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use config::{Config, DEFAULT_CONFIG_PATH};
+
+#[derive(Parser, Debug)]
+#[command(name = "mx2", version, about = "Secondary-MX relay: accept, queue durably, clean headers, relay to the primaries")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "MX2_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the daemon in the foreground (SIGTERM stops, SIGHUP reloads).
+    Serve,
+    /// Validate the config, transport map, header_checks and certificates.
+    CheckConfig,
+    /// Inspect and control the queue.
+    #[command(subcommand)]
+    Queue(cli::queue_cmd::Command),
+    /// Read and edit the transport map.
+    #[command(subcommand)]
+    Transport(cli::transport_cmd::Command),
+    /// Try header rules on a message.
+    #[command(subcommand, name = "header-checks")]
+    HeaderChecks(cli::header_checks_cmd::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let explicit = cli.config.is_some();
+    let path = cli.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    if let Cmd::CheckConfig = cli.cmd {
+        return ExitCode::from(cli::check_config::run(&path, explicit) as u8);
+    }
+    let cfg = match Config::load(&path, explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match &cli.cmd {
+        Cmd::Serve => {
+            logging::init(cfg.log.format);
+            serve::run(cfg)
+        }
+        Cmd::CheckConfig => Ok(0),
+        Cmd::Queue(c) => {
+            logging::init(cfg.log.format);
+            cli::queue_cmd::run(c, &cfg)
+        }
+        Cmd::Transport(c) => cli::transport_cmd::run(c, &cfg.relay.transport_map.path),
+        Cmd::HeaderChecks(c) => cli::header_checks_cmd::run(c, &cfg.relay.header_checks.path),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("mx2: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! What a queued message is: the envelope as received, and its bytes.
+
+/// DSN parameters and ESMTP options from the MAIL command (RFC 3461, 6152, 6531).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailParams {
+    /// `BODY=7BIT` / `BODY=8BITMIME`, upper-cased.
+    pub body: Option<String>,
+    pub smtputf8: bool,
+    /// `RET=FULL` / `RET=HDRS`, upper-cased.
+    pub ret: Option<String>,
+    /// `ENVID`, xtext-decoded.
+    pub envid: Option<String>,
+}
+
+/// One envelope recipient with its DSN parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecipient {
+    pub address: String,
+    /// `NOTIFY=` as given (e.g. `SUCCESS,FAILURE` or `NEVER`), upper-cased.
+    pub notify: Option<String>,
+    /// `ORCPT=` as `addr-type;address`, xtext-decoded.
+    pub orcpt: Option<String>,
+}
+
+/// A message ready to be committed to the queue.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    /// Unix seconds.
+    pub arrival: i64,
+    /// Envelope sender; empty for the null sender `<>`.
+    pub sender: String,
+    pub params: MailParams,
+    pub recipients: Vec<NewRecipient>,
+    /// `host[ip]` of the client, for logs and bounces.
+    pub client: String,
+    pub helo: String,
+    /// Queue it held (header_checks HOLD, milter quarantine).
+    pub hold_reason: Option<String>,
+    /// `smtp` for received mail, `bounce` for DSNs mx2 made itself.
+    pub origin: &'static str,
+    /// The message as it will be relayed (CRLF line endings, not dot-stuffed).
+    pub data: Vec<u8>,
+}
+
+/// The lower-cased domain of an address (`user@Example.JP` → `example.jp`).
+pub fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        .unwrap_or_default()
+}

@@ -1,0 +1,90 @@
+//! `mx2 serve`: wires the parts together and runs until SIGTERM.
+//!
+//! Startup order: config → tables → queue (crash recovery) → relay →
+//! listeners. SIGHUP reloads tables and certificates; SIGTERM stops the
+//! listeners, lets sessions finish (up to a deadline), and exits 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::queue::Queue;
+use crate::smtp;
+use crate::tables::Tables;
+
+/// How long sessions may take to finish after SIGTERM.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn run(cfg: Config) -> Result<i32> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(main(cfg))
+}
+
+async fn main(cfg: Config) -> Result<i32> {
+    let cfg = Arc::new(cfg);
+    let tables = Arc::new(Tables::load(&cfg)?);
+    let queue = Queue::open(&cfg.queue.path)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let listeners = smtp::bind(&cfg)?;
+    let pipeline = Pipeline {
+        cfg: cfg.clone(),
+        tables: tables.clone(),
+        queue: queue.clone(),
+    };
+    let shared = Arc::new(smtp::Shared::new(cfg.clone(), tables.clone(), pipeline, stop_rx.clone())?);
+
+    tokio::spawn(tables.clone().watch());
+    crate::control::start(&cfg.control.socket, queue.clone(), tables.clone())?;
+    crate::relay::start(cfg.clone(), tables.clone(), queue.clone(), stop_rx.clone());
+
+    let mut servers = Vec::new();
+    for l in listeners {
+        if let Ok(a) = l.local_addr() {
+            tracing::info!("listening on {a}");
+        }
+        servers.push(tokio::spawn(smtp::serve(l, shared.clone())));
+    }
+    tracing::info!(
+        "mx2 started: hostname={} queue={} transport_map={} header_checks={}",
+        cfg.hostname,
+        cfg.queue.path.display(),
+        cfg.relay.transport_map.path.display(),
+        cfg.relay.header_checks.path.display()
+    );
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading tables and certificates");
+                let t = tables.clone();
+                let _ = tokio::task::spawn_blocking(move || t.reload(true)).await;
+                shared.reload_tls();
+            }
+        }
+    }
+    tracing::info!("stopping: no new connections, finishing sessions");
+    let _ = stop_tx.send(true);
+    for s in servers {
+        let _ = s.await;
+    }
+    let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+    while shared.connections() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::info!("stopped");
+    Ok(0)
+}

@@ -1,0 +1,180 @@
+//! A client connection: plain or TLS, with a read buffer for pipelined
+//! commands and a write buffer flushed only when the client has nothing
+//! more queued (RFC 2920: answer a pipelined group in one write).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+/// Longest command line accepted (RFC 5321 says 512; Postfix allows 2048).
+pub const MAX_LINE: usize = 4096;
+
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while switching to TLS.
+    Gone,
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// What reading a command line produced.
+pub enum Line {
+    /// A line without its ending.
+    Ok(Vec<u8>),
+    /// Longer than `MAX_LINE`; the rest up to the line end was discarded.
+    TooLong,
+    /// The client closed the connection.
+    Eof,
+}
+
+pub struct Conn {
+    pub stream: Stream,
+    rbuf: Vec<u8>,
+    rpos: usize,
+    wbuf: Vec<u8>,
+    pub timeout: Duration,
+}
+
+impl Conn {
+    pub fn new(tcp: TcpStream, timeout: Duration) -> Conn {
+        Conn {
+            stream: Stream::Plain(tcp),
+            rbuf: Vec::with_capacity(1024),
+            rpos: 0,
+            wbuf: Vec::with_capacity(512),
+            timeout,
+        }
+    }
+
+    /// Bytes the client sent that were not consumed yet.
+    pub fn buffered(&self) -> &[u8] {
+        &self.rbuf[self.rpos..]
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.rpos += n;
+        if self.rpos >= self.rbuf.len() {
+            self.rbuf.clear();
+            self.rpos = 0;
+        }
+    }
+
+    /// Throws away unread input (plaintext pipelined after STARTTLS).
+    pub fn discard_buffered(&mut self) -> usize {
+        let n = self.rbuf.len() - self.rpos;
+        self.rbuf.clear();
+        self.rpos = 0;
+        n
+    }
+
+    /// Reads more input; flushes pending replies first, since the client
+    /// is waiting for them before it sends more.
+    pub async fn fill(&mut self) -> io::Result<usize> {
+        self.flush().await?;
+        if self.rpos > 0 && self.rpos * 2 > self.rbuf.capacity() {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(self.timeout, self.stream.read(&mut chunk))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "command timeout"))??;
+        self.rbuf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// Reads one command line (CRLF or bare LF ends it).
+    pub async fn read_line(&mut self) -> io::Result<Line> {
+        let mut too_long = false;
+        loop {
+            let buf = &self.rbuf[self.rpos..];
+            if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                let mut line = buf[..i].to_vec();
+                self.consume(i + 1);
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                if too_long || line.len() > MAX_LINE {
+                    return Ok(Line::TooLong);
+                }
+                return Ok(Line::Ok(line));
+            }
+            if buf.len() > MAX_LINE {
+                // Drop the overlong prefix, keep looking for its end.
+                too_long = true;
+                self.rbuf.clear();
+                self.rpos = 0;
+            }
+            if self.fill().await? == 0 {
+                return Ok(Line::Eof);
+            }
+        }
+    }
+
+    /// Queues a reply; sent at the next `flush` (or read).
+    pub fn reply(&mut self, text: &str) {
+        self.wbuf.extend_from_slice(text.as_bytes());
+        self.wbuf.extend_from_slice(b"\r\n");
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let res = tokio::time::timeout(self.timeout, async {
+            self.stream.write_all(&self.wbuf).await?;
+            self.stream.flush().await
+        })
+        .await;
+        self.wbuf.clear();
+        match res {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timeout")),
+        }
+    }
+
+    /// Sends a final reply and closes.
+    pub async fn close_with(&mut self, text: &str) {
+        self.reply(text);
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+    }
+}

@@ -1,0 +1,238 @@
+//! The DATA reader: turns the client's dot-stuffed stream into message bytes.
+//!
+//! Only `<CRLF>.<CRLF>` ends the data (a `.` line that began after a real
+//! CRLF and ends with one). Bare LF and bare CR are normalised to CRLF, so
+//! the stored message has one line-ending convention and the relay's
+//! dot-stuffing covers every line: a `\n.\n` a client hides in the data is
+//! stored as an ordinary `.` line, never forwarded as an end of data (SMTP
+//! smuggling). NUL bytes are noted and the message refused; they are never
+//! stored, and a NUL never makes a following dot count as a line start.
+//! Past the size limit the bytes are counted and dropped, so memory stays
+//! bounded however much a client sends.
+
+/// Incremental parser state; feed it chunks until it reports the end.
+#[derive(Debug)]
+pub struct DataReader {
+    out: Vec<u8>,
+    limit: u64,
+    /// Bytes of message content seen (also after the limit was passed).
+    seen: u64,
+    too_big: bool,
+    saw_nul: bool,
+    bare_newlines: bool,
+    pending_cr: bool,
+    /// Raw bytes seen on the current line (any byte, NUL included).
+    line_raw: usize,
+    /// The current line's first byte was a dot (not yet stored).
+    dot_first: bool,
+    /// The current line began after a real CRLF (or is the first line).
+    line_after_crlf: bool,
+}
+
+/// What the reader made of the data once the terminator arrived.
+#[derive(Debug)]
+pub struct DataResult {
+    pub message: Vec<u8>,
+    /// Content bytes the client sent (after unstuffing), even past the limit.
+    pub size: u64,
+    pub too_big: bool,
+    pub saw_nul: bool,
+    pub bare_newlines: bool,
+}
+
+impl DataReader {
+    /// `prefix` is stored first (mx2's `Received:` header); `limit` bounds the content.
+    pub fn new(prefix: Vec<u8>, limit: u64) -> DataReader {
+        DataReader {
+            out: prefix,
+            limit,
+            seen: 0,
+            too_big: false,
+            saw_nul: false,
+            bare_newlines: false,
+            pending_cr: false,
+            line_raw: 0,
+            dot_first: false,
+            line_after_crlf: true,
+        }
+    }
+
+    /// Consumes bytes from `input`; returns `Some(n)` when the end of data
+    /// was found after `n` bytes (the rest belongs to the next command).
+    pub fn feed(&mut self, input: &[u8]) -> Option<usize> {
+        for (i, &b) in input.iter().enumerate() {
+            if self.pending_cr {
+                self.pending_cr = false;
+                if b == b'\n' {
+                    if self.end_of_line(true) {
+                        return Some(i + 1);
+                    }
+                    continue;
+                }
+                self.bare_newlines = true;
+                self.end_of_line(false);
+            }
+            match b {
+                b'\r' => self.pending_cr = true,
+                b'\n' => {
+                    self.bare_newlines = true;
+                    self.end_of_line(false);
+                }
+                _ => {
+                    let first = self.line_raw == 0;
+                    self.line_raw += 1;
+                    if b == 0 {
+                        self.saw_nul = true;
+                    } else if first && b == b'.' {
+                        self.dot_first = true;
+                    } else {
+                        // A dot that began the line and is followed by more
+                        // text was stuffing: it is simply not stored.
+                        self.dot_first = false;
+                        self.push(&[b]);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Handles a line end; returns true when this was the terminating dot.
+    fn end_of_line(&mut self, crlf: bool) -> bool {
+        if self.dot_first && self.line_raw == 1 {
+            if crlf && self.line_after_crlf {
+                return true;
+            }
+            // A lone dot that is not a real terminator is kept as content.
+            self.push(b".");
+        }
+        self.push(b"\r\n");
+        self.dot_first = false;
+        self.line_raw = 0;
+        self.line_after_crlf = crlf;
+        false
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.seen += bytes.len() as u64;
+        if self.seen > self.limit {
+            self.too_big = true;
+        }
+        if !self.too_big {
+            self.out.extend_from_slice(bytes);
+        }
+    }
+
+    pub fn finish(self) -> DataResult {
+        DataResult {
+            message: self.out,
+            size: self.seen,
+            too_big: self.too_big,
+            saw_nul: self.saw_nul,
+            bare_newlines: self.bare_newlines,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(input: &[u8]) -> (Option<usize>, DataResult) {
+        let mut r = DataReader::new(Vec::new(), 1 << 20);
+        let end = r.feed(input);
+        (end, r.finish())
+    }
+
+    #[test]
+    fn ends_only_at_crlf_dot_crlf() {
+        let (end, r) = run(b"Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n");
+        assert_eq!(end, Some(25));
+        assert_eq!(r.message, b"Subject: x\r\n\r\nhello\r\n");
+    }
+
+    #[test]
+    fn empty_message() {
+        let (end, r) = run(b".\r\n");
+        assert_eq!(end, Some(3));
+        assert!(r.message.is_empty());
+    }
+
+    #[test]
+    fn dot_unstuffing() {
+        let (end, r) = run(b"..leading\r\n...\r\n.\r\n");
+        assert!(end.is_some());
+        assert_eq!(r.message, b".leading\r\n..\r\n");
+    }
+
+    #[test]
+    fn smuggling_variants_do_not_end_data() {
+        for v in [
+            &b"a\n.\nMAIL FROM:<x@y>\r\n"[..],
+            b"a\n.\r\nMAIL FROM:<x@y>\r\n",
+            b"a\r.\rMAIL FROM:<x@y>\r\n",
+            b"a\r\n.\rMAIL FROM:<x@y>\r\n",
+            b"a\r\n.\nMAIL FROM:<x@y>\r\n",
+            b"a\r\n\x00.\r\nMAIL FROM:<x@y>\r\n",
+            b"a\r\n.\x00\r\nMAIL FROM:<x@y>\r\n",
+        ] {
+            let (end, r) = run(v);
+            assert_eq!(end, None, "{v:?} ended the data");
+            // Every line ending stored is CRLF: the relay will dot-stuff any "." line.
+            let m = &r.message;
+            for (i, &b) in m.iter().enumerate() {
+                if b == b'\n' {
+                    assert!(i > 0 && m[i - 1] == b'\r', "bare LF stored for {v:?}");
+                }
+                if b == b'\r' {
+                    assert_eq!(m.get(i + 1), Some(&b'\n'), "bare CR stored for {v:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nul_is_noted_and_not_stored() {
+        let (end, r) = run(b"a\x00b\r\n.\r\n");
+        assert!(end.is_some());
+        assert!(r.saw_nul);
+        assert_eq!(r.message, b"ab\r\n");
+    }
+
+    #[test]
+    fn size_limit_counts_but_does_not_store() {
+        let mut r = DataReader::new(Vec::new(), 10);
+        assert_eq!(r.feed(b"0123456789abcdef\r\n"), None);
+        assert_eq!(r.feed(b".\r\n"), Some(3));
+        let res = r.finish();
+        assert!(res.too_big);
+        assert_eq!(res.size, 18);
+        assert!(res.message.len() <= 10);
+    }
+
+    #[test]
+    fn terminator_split_across_chunks() {
+        let mut r = DataReader::new(b"X: y\r\n".to_vec(), 1000);
+        assert_eq!(r.feed(b"body\r"), None);
+        assert_eq!(r.feed(b"\n."), None);
+        assert_eq!(r.feed(b"\r"), None);
+        assert_eq!(r.feed(b"\nNEXT"), Some(1));
+        assert_eq!(r.finish().message, b"X: y\r\nbody\r\n");
+    }
+
+    #[test]
+    fn byte_at_a_time_equals_whole() {
+        let input = b"A: b\r\n c\n\r\n..x\r\n.y\n\r\n.\r\n";
+        let (_, whole) = run(input);
+        let mut r = DataReader::new(Vec::new(), 1 << 20);
+        let mut end = None;
+        for (i, b) in input.iter().enumerate() {
+            if r.feed(std::slice::from_ref(b)).is_some() {
+                end = Some(i);
+                break;
+            }
+        }
+        assert_eq!(end, Some(input.len() - 1));
+        assert_eq!(r.finish().message, whole.message);
+    }
+}

@@ -1,0 +1,198 @@
+//! The inbound SMTP server: listeners, connection limits, graceful stop.
+//!
+//! - `conn`: buffered I/O over plain or TLS streams.
+//! - `command`: command-line parsing; `address`: envelope addresses and relay control.
+//! - `data`: the DATA reader (dot-unstuffing, smuggling-safe line endings, size limit).
+//! - `session`: the per-connection command loop.
+//! - `received`: the trace header; `tls`: STARTTLS certificates.
+
+pub mod address;
+pub mod command;
+pub mod conn;
+pub mod data;
+pub mod received;
+pub mod session;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::tables::Tables;
+
+/// State every session shares.
+pub struct Shared {
+    pub cfg: Arc<Config>,
+    pub tables: Arc<Tables>,
+    pub pipeline: Pipeline,
+    tls: RwLock<Option<TlsAcceptor>>,
+    pub shutdown: watch::Receiver<bool>,
+    pub greet_pause: Duration,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    total: Mutex<usize>,
+}
+
+impl Shared {
+    pub fn new(
+        cfg: Arc<Config>,
+        tables: Arc<Tables>,
+        pipeline: Pipeline,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Shared> {
+        let tls = load_tls(&cfg)?;
+        Ok(Shared {
+            cfg,
+            tables,
+            pipeline,
+            tls: RwLock::new(tls),
+            shutdown,
+            greet_pause: Duration::from_millis(200),
+            per_ip: Mutex::new(HashMap::new()),
+            total: Mutex::new(0),
+        })
+    }
+
+    pub fn tls_acceptor(&self) -> Option<TlsAcceptor> {
+        self.tls.read().ok().and_then(|g| g.clone())
+    }
+
+    /// Re-reads the certificate (SIGHUP); a broken one keeps the old.
+    pub fn reload_tls(&self) {
+        match load_tls(&self.cfg) {
+            Ok(t) => {
+                if let Ok(mut g) = self.tls.write() {
+                    *g = t;
+                }
+            }
+            Err(e) => tracing::error!("TLS certificate not reloaded, previous kept: {e:#}"),
+        }
+    }
+
+    /// Open sessions right now.
+    pub fn connections(&self) -> usize {
+        self.total.lock().map(|g| *g).unwrap_or(0)
+    }
+}
+
+fn load_tls(cfg: &Config) -> Result<Option<TlsAcceptor>> {
+    match (&cfg.smtp.tls_cert, &cfg.smtp.tls_key) {
+        (Some(c), Some(k)) => Ok(Some(tls::acceptor(c, k)?)),
+        _ => Ok(None),
+    }
+}
+
+/// Releases a connection slot when the session ends, however it ends.
+struct Slot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.shared.total.lock() {
+            *t = t.saturating_sub(1);
+        }
+        if let Ok(mut m) = self.shared.per_ip.lock() {
+            if let Some(n) = m.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+/// Binds every `[smtp] listen` address (fails fast, naming the address).
+pub fn bind(cfg: &Config) -> Result<Vec<TcpListener>> {
+    use socket2::{Domain, Socket, Type};
+    let mut out = Vec::new();
+    for l in &cfg.smtp.listen {
+        let addr: SocketAddr = l.parse().with_context(|| format!("listen address {l}"))?;
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+            .with_context(|| format!("socket for {addr}"))?;
+        sock.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            // So "[::]:25" and "0.0.0.0:25" can be listed side by side.
+            sock.set_only_v6(true)?;
+        }
+        sock.set_nonblocking(true)?;
+        sock.bind(&addr.into())
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        sock.listen(1024)
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let std_listener: std::net::TcpListener = sock.into();
+        out.push(TcpListener::from_std(std_listener).with_context(|| format!("listener {addr}"))?);
+    }
+    Ok(out)
+}
+
+/// Accepts connections until shutdown; each session runs in its own task.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let ip = canonical_ip(peer.ip());
+        let verdict = admit(&shared, ip);
+        let shared2 = shared.clone();
+        tokio::spawn(async move {
+            match verdict {
+                Ok(slot) => {
+                    session::run(shared2, tcp, peer).await;
+                    drop(slot);
+                }
+                Err(reply) => {
+                    let mut c = conn::Conn::new(tcp, Duration::from_secs(10));
+                    tracing::info!("refused connection from [{ip}]: {reply}");
+                    c.close_with(reply).await;
+                }
+            }
+        });
+    }
+}
+
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// Takes a connection slot or says why not (SPEC §5 codes).
+fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Result<Slot, &'static str> {
+    let cfg = &shared.cfg.smtp;
+    let mut total = shared.total.lock().map_err(|_| "421 4.3.2 Service not available")?;
+    if *total >= cfg.max_connections {
+        return Err("421 4.3.2 Service not available, too many connections");
+    }
+    let mut per = shared.per_ip.lock().map_err(|_| "421 4.3.2 Service not available")?;
+    let n = per.entry(ip).or_insert(0);
+    if *n >= cfg.max_connections_per_ip {
+        return Err("421 4.7.0 Error: too many connections from your address");
+    }
+    *n += 1;
+    *total += 1;
+    Ok(Slot {
+        shared: shared.clone(),
+        ip,
+    })
+}

@@ -1,0 +1,283 @@
+//! Shared test helpers: start `mx2 serve` on a loopback port with a private
+//! directory, and talk raw SMTP to it.
+#![allow(dead_code)]
+
+pub mod sink;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+pub const OPERATOR_RULES: &str = r"/^From:\s*<>/m                  DISCARD
+/^X\-Spam\-Flag:\s+YES/m        DISCARD
+/^X\-Virus\-Status:\s+Yes/m     DISCARD
+/^X\-Spam\-Level:/m             IGNORE
+/^X\-Spam\-Checker\-Version:/m  IGNORE
+/^X\-Spam\-Status:\s+No/m       IGNORE
+/^X\-Virus\-Scanned:/m          IGNORE
+/^X\-Virus\-Status:\s+Clean/m   IGNORE
+";
+
+/// A running `mx2 serve` with its own directory; killed on drop.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub child: Option<Child>,
+    pub config: PathBuf,
+}
+
+pub fn mx2_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mx2")
+}
+
+impl Daemon {
+    /// Writes `mx2.toml` (listen + queue path + tables, then `extra` TOML
+    /// appended verbatim; it may open `[smtp]` and the listen key joins it) and starts the daemon, waiting for the port to accept.
+    pub fn start(transport: &str, rules: &str, extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        std::fs::write(dir.path().join("transport.map"), transport).unwrap();
+        std::fs::write(dir.path().join("header_checks"), rules).unwrap();
+        let config = dir.path().join("mx2.toml");
+        let listen = format!("[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n");
+        // `extra` may open its own [smtp] table: the listen key joins it.
+        let (extra, tail) = if extra.contains("[smtp]\n") {
+            (extra.replacen("[smtp]\n", &listen, 1), String::new())
+        } else {
+            (extra.to_string(), listen)
+        };
+        let toml = format!(
+            "hostname = \"mx2.test\"\n[queue]\npath = \"queue.db\"\nmin_backoff = \"1s\"\nmax_backoff = \"2s\"\n[relay]\ntransport_map = \"transport.map\"\nheader_checks = \"header_checks\"\nconnect_timeout = \"2s\"\n{extra}\n{tail}"
+        );
+        std::fs::write(&config, toml).unwrap();
+        let mut d = Daemon {
+            dir,
+            port,
+            child: None,
+            config,
+        };
+        d.spawn();
+        d
+    }
+
+    /// (Re)starts the process on the same directory and port.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("mx2.log"))
+            .unwrap();
+        let child = Command::new(mx2_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mx2");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("mx2 did not start; log:\n{}", self.log());
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mx2.log")).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        unsafe_kill(c.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        None
+    }
+
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            unsafe_kill(c.id(), sig);
+        }
+    }
+
+    /// Runs `mx2 ARGS --config <ours>`; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        run_cli(&self.config, args)
+    }
+
+    /// Opens an SMTP client session (greeting already read).
+    pub fn client(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    /// The queue database, read-only, for assertions.
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.path("queue.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open queue.db")
+    }
+
+    /// Message bytes stored for each queued message, in arrival order.
+    pub fn stored(&self) -> Vec<Vec<u8>> {
+        let db = self.db();
+        let mut st = db.prepare("SELECT data FROM messages ORDER BY id").unwrap();
+        st.query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn run_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(mx2_bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run mx2");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// A minimal raw SMTP client, so tests control every byte on the wire.
+pub struct Client {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    pub greeting: String,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        let mut c = Client {
+            stream,
+            reader,
+            greeting: String::new(),
+        };
+        c.greeting = c.reply();
+        c
+    }
+
+    /// Reads one (possibly multi-line) reply; returns all its lines joined by "\n".
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return all + "<EOF>",
+                Ok(_) => {}
+            }
+            let done = line.len() < 4 || line.as_bytes()[3] != b'-';
+            all.push_str(line.trim_end());
+            if done {
+                return all;
+            }
+            all.push('\n');
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Sends a command line and returns the reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// EHLO, MAIL, RCPTs, DATA with `body` (already CRLF, no terminator); returns the final reply.
+    pub fn send_mail(&mut self, from: &str, to: &[&str], body: &[u8]) -> String {
+        let r = self.cmd("EHLO client.test");
+        assert!(r.starts_with("250"), "{r}");
+        let r = self.cmd(&format!("MAIL FROM:<{from}>"));
+        assert!(r.starts_with("250"), "{r}");
+        for t in to {
+            let r = self.cmd(&format!("RCPT TO:<{t}>"));
+            assert!(r.starts_with("250"), "RCPT {t}: {r}");
+        }
+        let r = self.cmd("DATA");
+        assert!(r.starts_with("354"), "{r}");
+        let mut stuffed = Vec::new();
+        for line in body.split_inclusive(|&b| b == b'\n') {
+            if line.first() == Some(&b'.') {
+                stuffed.push(b'.');
+            }
+            stuffed.extend_from_slice(line);
+        }
+        if !stuffed.ends_with(b"\r\n") {
+            stuffed.extend_from_slice(b"\r\n");
+        }
+        stuffed.extend_from_slice(b".\r\n");
+        self.send_raw(&stuffed);
+        self.reply()
+    }
+
+    /// Reads whatever arrives until EOF or timeout.
+    pub fn read_to_end(&mut self) -> String {
+        let mut s = String::new();
+        let _ = self.reader.read_to_string(&mut s);
+        s
+    }
+}
+
+/// Waits until `f` is true or `secs` pass.
+pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}

@@ -1,0 +1,1 @@
+//! An in-test SMTP sink playing the primary (owned by the relay tests).
