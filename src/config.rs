@@ -251,9 +251,7 @@ impl Config {
     pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::from_toml(&text, Some(path)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-                Ok(Self::defaults())
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::defaults()),
             Err(e) => Err(ConfigError {
                 errors: vec![format!("{}: cannot read: {e}", path.display())],
             }),
@@ -316,7 +314,10 @@ impl Config {
         let tls_cert = s.tls_cert.filter(|v| !v.is_empty()).map(|v| resolve(&v));
         let tls_key = s.tls_key.filter(|v| !v.is_empty()).map(|v| resolve(&v));
         if tls_cert.is_some() != tls_key.is_some() {
-            errs.push("tls_cert", "tls_cert and tls_key must be set together".into());
+            errs.push(
+                "tls_cert",
+                "tls_cert and tls_key must be set together".into(),
+            );
         }
         let smtp = Smtp {
             listen,
@@ -333,11 +334,7 @@ impl Config {
                 20,
             ),
             command_timeout: errs.duration("command_timeout", s.command_timeout.as_deref(), 300),
-            session_timeout: errs.duration(
-                "session_timeout",
-                s.session_timeout.as_deref(),
-                3600,
-            ),
+            session_timeout: errs.duration("session_timeout", s.session_timeout.as_deref(), 3600),
             tls_cert,
             tls_key,
         };
@@ -354,7 +351,10 @@ impl Config {
             },
         };
         if queue.min_backoff > queue.max_backoff {
-            errs.push("min_backoff", "min_backoff is larger than max_backoff".into());
+            errs.push(
+                "min_backoff",
+                "min_backoff is larger than max_backoff".into(),
+            );
         }
 
         let r = raw.relay;

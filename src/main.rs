@@ -4,6 +4,7 @@ mod cli;
 mod config;
 mod control;
 mod logging;
+mod metrics;
 mod pipeline;
 mod queue;
 mod relay;
@@ -19,7 +20,11 @@ use clap::{Parser, Subcommand};
 use config::{Config, DEFAULT_CONFIG_PATH};
 
 #[derive(Parser, Debug)]
-#[command(name = "mx2", version, about = "Secondary-MX relay: accept, queue durably, clean headers, relay to the primaries")]
+#[command(
+    name = "mx2",
+    version,
+    about = "Secondary-MX relay: accept, queue durably, clean headers, relay to the primaries"
+)]
 struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "MX2_CONFIG")]
@@ -48,7 +53,10 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let explicit = cli.config.is_some();
-    let path = cli.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
     if let Cmd::CheckConfig = cli.cmd {
         return ExitCode::from(cli::check_config::run(&path, explicit) as u8);
     }

@@ -33,7 +33,9 @@ pub struct Envelope {
 
 /// What became of it; the session turns this into its reply.
 pub enum Disposition {
-    Queued { held: bool },
+    Queued {
+        held: bool,
+    },
     Discarded,
     /// A complete reply line (5xx).
     Rejected(String),
@@ -66,7 +68,12 @@ pub async fn accept(p: &Pipeline, env: Envelope, mut data: Vec<u8>) -> Dispositi
     let id = env.id.clone();
     let hops = count_received(&data);
     if hops > MAX_HOPS {
-        tracing::info!("{id}: reject: too many hops ({hops}) from={} client={}", fmt_addr(&env.sender), env.client);
+        tracing::info!(
+            "{id}: reject: too many hops ({hops}) from={} client={}",
+            fmt_addr(&env.sender),
+            env.client
+        );
+        crate::metrics::get().rejected.inc();
         return Disposition::Rejected("554 5.4.6 Error: too many hops".into());
     }
 
@@ -80,7 +87,11 @@ pub async fn accept(p: &Pipeline, env: Envelope, mut data: Vec<u8>) -> Dispositi
             env.client,
             fmt_addr(&env.sender),
             hit.line,
-            if hit.text.is_empty() { &hit.rule } else { &hit.text },
+            if hit.text.is_empty() {
+                &hit.rule
+            } else {
+                &hit.text
+            },
         );
     }
     for e in &outcome.errors {
@@ -90,7 +101,13 @@ pub async fn accept(p: &Pipeline, env: Envelope, mut data: Vec<u8>) -> Dispositi
     match &outcome.verdict {
         Verdict::Accept => {}
         Verdict::Discard { text } => {
-            tracing::info!("{id}: discard: from={} nrcpt={} client={}: {text}", fmt_addr(&env.sender), env.recipients.len(), env.client);
+            tracing::info!(
+                "{id}: discard: from={} nrcpt={} client={}: {text}",
+                fmt_addr(&env.sender),
+                env.recipients.len(),
+                env.client
+            );
+            crate::metrics::get().discarded.inc();
             return Disposition::Discarded;
         }
         Verdict::Reject { .. } => {
@@ -98,11 +115,20 @@ pub async fn accept(p: &Pipeline, env: Envelope, mut data: Vec<u8>) -> Dispositi
                 .verdict
                 .reject_reply()
                 .unwrap_or_else(|| "550 5.7.1 message content rejected".into());
-            tracing::info!("{id}: reject: from={} client={}: {reply}", fmt_addr(&env.sender), env.client);
+            tracing::info!(
+                "{id}: reject: from={} client={}: {reply}",
+                fmt_addr(&env.sender),
+                env.client
+            );
+            crate::metrics::get().rejected.inc();
             return Disposition::Rejected(reply);
         }
         Verdict::Hold { text } => {
-            hold_reason = Some(if text.is_empty() { "header_checks HOLD".to_string() } else { text.clone() });
+            hold_reason = Some(if text.is_empty() {
+                "header_checks HOLD".to_string()
+            } else {
+                text.clone()
+            });
         }
     }
     if let Some(edit) = outcome.edit {
@@ -113,6 +139,7 @@ pub async fn accept(p: &Pipeline, env: Envelope, mut data: Vec<u8>) -> Dispositi
     let size = data.len();
     let nrcpt = env.recipients.len();
     let held = hold_reason.is_some();
+    let hold_log = hold_reason.clone();
     let msg = NewMessage {
         id: id.clone(),
         arrival: queue::now(),
@@ -128,11 +155,18 @@ pub async fn accept(p: &Pipeline, env: Envelope, mut data: Vec<u8>) -> Dispositi
     match p.queue.insert(msg).await {
         Ok(()) => {
             tracing::info!(
-                "{id}: from={} size={size} nrcpt={nrcpt} client={}{}",
+                "{id}: from={} size={size} nrcpt={nrcpt} client={}",
                 fmt_addr(&env.sender),
                 env.client,
-                if held { " (held)" } else { "" }
             );
+            if let Some(reason) = &hold_log {
+                tracing::info!("{id}: hold: {reason}");
+            }
+            let m = crate::metrics::get();
+            m.accepted.inc();
+            if held {
+                m.held.inc();
+            }
             Disposition::Queued { held }
         }
         Err(e) => {

@@ -40,10 +40,18 @@ async fn main(cfg: Config) -> Result<i32> {
         tables: tables.clone(),
         queue: queue.clone(),
     };
-    let shared = Arc::new(smtp::Shared::new(cfg.clone(), tables.clone(), pipeline, stop_rx.clone())?);
+    let shared = Arc::new(smtp::Shared::new(
+        cfg.clone(),
+        tables.clone(),
+        pipeline,
+        stop_rx.clone(),
+    )?);
 
     tokio::spawn(tables.clone().watch());
     crate::control::start(&cfg.control.socket, queue.clone(), tables.clone())?;
+    if let Some(addr) = &cfg.metrics.listen {
+        crate::metrics::serve(addr, queue.clone()).await?;
+    }
     crate::relay::start(cfg.clone(), tables.clone(), queue.clone(), stop_rx.clone());
 
     let mut servers = Vec::new();

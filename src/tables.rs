@@ -71,7 +71,10 @@ impl Tables {
             );
         }
         if absent_default(r) {
-            tracing::warn!("no header_checks file at {}: no header rules", r.path.display());
+            tracing::warn!(
+                "no header_checks file at {}: no header rules",
+                r.path.display()
+            );
         }
         Ok(Tables {
             transport: RwLock::new(Arc::new(transport)),

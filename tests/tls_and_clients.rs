@@ -15,21 +15,39 @@ fn make_cert(dir: &std::path::Path) -> (String, String) {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     let st = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=mx2.test"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=mx2.test",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .expect("openssl");
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     (cert.display().to_string(), key.display().to_string())
 }
 
 fn tls_daemon() -> Daemon {
     let tmp = tempfile::tempdir().unwrap();
     let (cert, key) = make_cert(tmp.path());
-    let d = Daemon::start(MAP, common::OPERATOR_RULES, &format!("[smtp]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n"));
+    let d = Daemon::start(
+        MAP,
+        common::OPERATOR_RULES,
+        &format!("[smtp]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n"),
+    );
     std::mem::forget(tmp); // the daemon reads the files again on SIGHUP
     d
 }
@@ -57,8 +75,17 @@ print("ok")
 "#,
         port = d.port
     );
-    let out = Command::new("python3").arg("-c").arg(&script).output().expect("python3");
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stored = d.stored();
     assert_eq!(stored.len(), 1);
     let text = String::from_utf8_lossy(&stored[0]);
@@ -71,7 +98,8 @@ print("ok")
 fn starttls_injection_is_discarded() {
     let d = tls_daemon();
     let mut raw = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
-    raw.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    raw.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
     let mut buf = [0u8; 512];
     let n = raw.read(&mut buf).unwrap();
     assert!(buf[..n].starts_with(b"220"));
@@ -83,8 +111,16 @@ fn starttls_injection_is_discarded() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let n = raw.read(&mut buf).unwrap();
     let got = String::from_utf8_lossy(&buf[..n]).to_string();
-    assert_eq!(got, "220 2.0.0 Ready to start TLS\r\n", "the injected RSET must not be answered");
-    assert!(d.log().contains("discarded 6 bytes pipelined after STARTTLS"), "{}", d.log());
+    assert_eq!(
+        got, "220 2.0.0 Ready to start TLS\r\n",
+        "the injected RSET must not be answered"
+    );
+    assert!(
+        d.log()
+            .contains("discarded 6 bytes pipelined after STARTTLS"),
+        "{}",
+        d.log()
+    );
 }
 
 #[test]
@@ -96,12 +132,23 @@ fn swaks_pipelining_8bit() {
     let body = "Subject: =?UTF-8?B?5pel5pys6Kqe?=\nContent-Type: text/plain; charset=UTF-8\nContent-Transfer-Encoding: 8bit\n\n日本語の本文\n";
     let out = Command::new("swaks")
         .args(["--server", "127.0.0.1", "--port", &d.port.to_string()])
-        .args(["--from", "a@sender.example", "--to", "bob@example.jp", "--pipeline", "--tls"])
+        .args([
+            "--from",
+            "a@sender.example",
+            "--to",
+            "bob@example.jp",
+            "--pipeline",
+            "--tls",
+        ])
         .args(["--data", body, "--ehlo", "swaks.test", "--timeout", "20"])
         .output()
         .expect("swaks");
     let so = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{so}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{so}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stored = d.stored();
     assert_eq!(stored.len(), 1);
     let text = String::from_utf8_lossy(&stored[0]);

@@ -9,9 +9,13 @@
 //!   optionally followed by spaces/tabs, then a colon (`is_header()`); the
 //!   obsolete "Name :" form is presented as "Name:";
 //! - any other line (empty or not) ends the header block;
-//! - the key is a C string, so text after a NUL byte in a record is not seen;
-//! - records are at most `line_length_limit` (2048) bytes and a header keeps
-//!   growing only while it is shorter than `header_size_limit` (102400).
+//! - each line is appended as a C string, so text after a NUL byte in a
+//!   line is not seen;
+//! - a header keeps growing only while it is shorter than
+//!   `header_size_limit` (102400 bytes).
+//!
+//! This is byte for byte what `postmap -hq -` (Postfix's own header parser)
+//! produces; `oracle_tests` checks it against the installed Postfix.
 //!
 //! Only the matching string follows these rules: the byte ranges returned
 //! cover the header exactly as it is in the message, so edits never touch a
@@ -19,9 +23,6 @@
 
 use std::borrow::Cow;
 
-/// Postfix `line_length_limit` default: smtpd hands cleanup records of at
-/// most this many bytes.
-const RECORD_LIMIT: usize = 2048;
 /// Postfix `header_size_limit` default.
 const HEADER_LIMIT: usize = 102_400;
 
@@ -129,16 +130,6 @@ fn push_c_string(key: &mut Vec<u8>, text: &[u8]) {
     key.extend_from_slice(text);
 }
 
-/// Appends the records of one physical line after the first: each while
-/// the header is still under the size limit.
-fn push_records(key: &mut Vec<u8>, text: &[u8]) {
-    for chunk in text.chunks(RECORD_LIMIT) {
-        if key.len() < HEADER_LIMIT {
-            push_c_string(key, chunk);
-        }
-    }
-}
-
 struct Builder<'m> {
     msg: &'m [u8],
     first: Line,
@@ -150,22 +141,17 @@ struct Builder<'m> {
 impl<'m> Builder<'m> {
     fn new(msg: &'m [u8], line: Line, name_len: usize) -> Builder<'m> {
         let content = &msg[line.start..line.content_end];
-        let first_record = &content[..content.len().min(RECORD_LIMIT)];
-        let after_name = &first_record[name_len..];
+        let after_name = &content[name_len..];
         let spaces = after_name
             .iter()
             .take_while(|&&b| b == b' ' || b == b'\t')
             .count();
-        let simple = spaces == 0 && content.len() <= RECORD_LIMIT && !content.contains(&0);
-        let owned = if simple {
+        let owned = if spaces == 0 && !content.contains(&0) {
             None
         } else {
             let mut key = Vec::with_capacity(content.len());
-            key.extend_from_slice(&first_record[..name_len]);
+            key.extend_from_slice(&content[..name_len]);
             push_c_string(&mut key, &after_name[spaces..]);
-            if content.len() > RECORD_LIMIT {
-                push_records(&mut key, &content[RECORD_LIMIT..]);
-            }
             Some(key)
         };
         Builder {
@@ -178,17 +164,12 @@ impl<'m> Builder<'m> {
 
     fn continue_with(&mut self, line: Line) {
         let msg = self.msg;
-        let key = self.owned.get_or_insert_with(|| {
-            msg[self.first.start..self.first.content_end].to_vec()
-        });
-        let content = &msg[line.start..line.content_end];
+        let key = self
+            .owned
+            .get_or_insert_with(|| msg[self.first.start..self.first.content_end].to_vec());
         if key.len() < HEADER_LIMIT {
             key.push(b'\n');
-            let first_record = &content[..content.len().min(RECORD_LIMIT)];
-            push_c_string(key, first_record);
-        }
-        if content.len() > RECORD_LIMIT {
-            push_records(key, &content[RECORD_LIMIT..]);
+            push_c_string(key, &msg[line.start..line.content_end]);
         }
         self.last = line;
     }
@@ -226,8 +207,7 @@ pub(crate) fn scan(msg: &[u8]) -> HeaderBlock<'_> {
         if let Some(b) = current.take() {
             headers.push(b.finish());
         }
-        let first_record = &content[..content.len().min(RECORD_LIMIT)];
-        match header_name_len(first_record) {
+        match header_name_len(content) {
             Some(n) => {
                 current = Some(Builder::new(msg, line, n));
                 pos = line.end;
@@ -299,7 +279,7 @@ mod tests {
         msg.extend_from_slice(b"\n\tmore\n");
         let block = scan(&msg);
         assert_eq!(block.headers.len(), 1);
-        assert!(block.headers[0].key.len() < HEADER_LIMIT + RECORD_LIMIT);
+        assert_eq!(block.headers[0].key.len(), 200_003);
         assert_eq!(block.headers[0].end, msg.len());
     }
 }

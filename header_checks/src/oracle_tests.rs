@@ -121,3 +121,102 @@ fn postfix_postmap_agrees_on_every_golden_case() {
     let _ = std::fs::remove_dir_all(&config);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Deterministic xorshift PRNG (no dependency, reproducible failures).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// A random message built from header-ish fragments: folding, odd names,
+/// "name :" forms, CRs, NULs, 8-bit bytes, long lines, non-header lines.
+fn random_message(rng: &mut Rng) -> Vec<u8> {
+    const FRAGMENTS: &[&[u8]] = &[
+        b"Subject: hello",
+        b"X-Spam-Status: No, score=1.0",
+        b"x-spam-level: ",
+        b"X-Spam-Level:",
+        b"X-Virus-Status : Clean",
+        b"X-Virus-Status:\tYes",
+        b"From: <>",
+        b"From:<>",
+        b" folded continuation",
+        b"\tanother fold",
+        b"\t",
+        b"",
+        b"not a header line",
+        b"Two words: x",
+        b":empty name",
+        b"Caf\xe9: 8-bit name",
+        b"X-8bit: caf\xe9 \xe6\x97\xa5 \x1b$B2q\x1b(B",
+        b"X-Nul: before\0after",
+        b"X-Cr: a\rb",
+        b"X-Ctl\x01: control in name",
+        b"X-Spam-Flag: YES",
+        b"Received: from a by b",
+    ];
+    let mut msg = Vec::new();
+    let lines = 1 + rng.below(12);
+    for _ in 0..lines {
+        let mut line = FRAGMENTS[rng.below(FRAGMENTS.len())].to_vec();
+        if rng.below(20) == 0 {
+            let n = 2000 + rng.below(3000);
+            line.extend(std::iter::repeat_n(b'y', n));
+            if rng.below(2) == 0 {
+                line.extend_from_slice(b"z\0tail");
+            }
+        }
+        msg.extend_from_slice(&line);
+        msg.extend_from_slice(match rng.below(4) {
+            0 => b"\n",
+            1 => b"\r\r\n",
+            _ => b"\r\n",
+        });
+    }
+    msg.extend_from_slice(b"\r\nX-Spam-Level: body\r\n");
+    msg
+}
+
+#[test]
+#[ignore = "needs Postfix's postmap with pcre support"]
+fn postfix_postmap_agrees_on_random_messages() {
+    let config = std::env::temp_dir().join(format!("hc-oracle-rnd-{}", std::process::id()));
+    std::fs::create_dir_all(&config).expect("config dir");
+    std::fs::write(config.join("main.cf"), "").expect("main.cf");
+    let rules_path = config.join("echo.pcre");
+    // The first rule echoes every header back, so the whole key is compared.
+    std::fs::write(
+        &rules_path,
+        "/^([^:]*):(.*)$/ WARN [$1][$2]\n/^From:\\s*<>/m DISCARD\n",
+    )
+    .expect("rules");
+    let rules = Rules::load(&rules_path).expect("rules").rules;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut failures = Vec::new();
+    for i in 0..150 {
+        let raw = random_message(&mut rng);
+        let ours = our_lookups(&rules, &raw);
+        let theirs = postmap(&rules_path, &smtpd_lines(&raw), &config);
+        if ours != theirs {
+            failures.push(format!(
+                "case {i} {:?}:\n--- postmap\n{}--- ours\n{}",
+                String::from_utf8_lossy(&raw),
+                String::from_utf8_lossy(&theirs),
+                String::from_utf8_lossy(&ours)
+            ));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&config);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -20,13 +20,26 @@ pub fn run(cfg_path: &std::path::Path, explicit: bool) -> i32 {
             *bad = true;
             eprintln!("{e}");
         } else if !t.explicit && !t.path.is_file() {
-            eprintln!("warning: no {what} at {} (built-in default path; table is empty)", t.path.display());
+            eprintln!(
+                "warning: no {what} at {} (built-in default path; table is empty)",
+                t.path.display()
+            );
         }
     };
     let t = &cfg.relay.transport_map;
-    report("transport map", t, tables::load_transport(t).map(|_| ()), &mut bad);
+    report(
+        "transport map",
+        t,
+        tables::load_transport(t).map(|_| ()),
+        &mut bad,
+    );
     let r = &cfg.relay.header_checks;
-    report("header_checks", r, tables::load_rules(r).map(|_| ()), &mut bad);
+    report(
+        "header_checks",
+        r,
+        tables::load_rules(r).map(|_| ()),
+        &mut bad,
+    );
     if let (Some(c), Some(k)) = (&cfg.smtp.tls_cert, &cfg.smtp.tls_key) {
         if let Err(e) = crate::smtp::tls::acceptor(c, k) {
             bad = true;

@@ -1,6 +1,6 @@
 //! Command-line front end: one module per `mx2` subcommand family.
 
 pub mod check_config;
-pub mod queue_cmd;
 pub mod header_checks_cmd;
+pub mod queue_cmd;
 pub mod transport_cmd;

@@ -91,7 +91,12 @@ pub fn run(cmd: &Command, cfg: &Config) -> Result<i32> {
     let out = std::io::stdout();
     let mut out = out.lock();
     match cmd {
-        Command::List { json, domain, sender, held } => {
+        Command::List {
+            json,
+            domain,
+            sender,
+            held,
+        } => {
             let rows = admin::list(
                 &conn,
                 &Filter {
@@ -107,7 +112,12 @@ pub fn run(cmd: &Command, cfg: &Config) -> Result<i32> {
                 print_mailq(&mut out, &rows)?;
             }
         }
-        Command::Show { id, envelope, headers, raw } => {
+        Command::Show {
+            id,
+            envelope,
+            headers,
+            raw,
+        } => {
             let Some((m, data)) = admin::show(&conn, id)? else {
                 bail!("{id}: no such message in the queue");
             };
@@ -134,7 +144,11 @@ pub fn run(cmd: &Command, cfg: &Config) -> Result<i32> {
                 for id in &gone {
                     tracing::info!("{id}: removed by admin (domain {d})");
                 }
-                writeln!(out, "{n} recipients of {d} deleted, {} messages removed", gone.len())?;
+                writeln!(
+                    out,
+                    "{n} recipients of {d} deleted, {} messages removed",
+                    gone.len()
+                )?;
             } else if ids.is_empty() {
                 bail!("name the messages to delete (IDs, --all or --domain D)");
             } else {
@@ -157,7 +171,11 @@ pub fn run(cmd: &Command, cfg: &Config) -> Result<i32> {
             writeln!(
                 out,
                 "{n} recipients due now{}",
-                if told { "" } else { " (daemon not reachable: it will see them at its next scan)" }
+                if told {
+                    ""
+                } else {
+                    " (daemon not reachable: it will see them at its next scan)"
+                }
             )?;
         }
         Command::Stats { json } => {
@@ -165,7 +183,11 @@ pub fn run(cmd: &Command, cfg: &Config) -> Result<i32> {
             if *json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
             } else {
-                writeln!(out, "messages: {}  bytes: {}  held: {}  deferred: {}  oldest: {}s", s.messages, s.bytes, s.held, s.deferred, s.oldest_age_seconds)?;
+                writeln!(
+                    out,
+                    "messages: {}  bytes: {}  held: {}  deferred: {}  oldest: {}s",
+                    s.messages, s.bytes, s.held, s.deferred, s.oldest_age_seconds
+                )?;
                 writeln!(out, "{:<40} {:>8} {:>12}", "DOMAIN", "MESSAGES", "BYTES")?;
                 for (d, v) in &s.domains {
                     writeln!(out, "{d:<40} {:>8} {:>12}", v.messages, v.bytes)?;
@@ -223,7 +245,10 @@ fn print_mailq(out: &mut impl Write, rows: &[MessageRow]) -> Result<()> {
         writeln!(out, "Mail queue is empty")?;
         return Ok(());
     }
-    writeln!(out, "-Queue ID-    --Size-- ----Arrival Time----- -Sender/Recipient-------")?;
+    writeln!(
+        out,
+        "-Queue ID-    --Size-- ----Arrival Time----- -Sender/Recipient-------"
+    )?;
     let mut rcpts = 0;
     let mut bytes = 0;
     for m in rows {
@@ -235,8 +260,18 @@ fn print_mailq(out: &mut impl Write, rows: &[MessageRow]) -> Result<()> {
         } else {
             " "
         };
-        let sender = if m.sender.is_empty() { "MAILER-DAEMON" } else { &m.sender };
-        writeln!(out, "{}{mark} {:>9} {} {sender}", m.id, m.size, rfc3339(m.arrival))?;
+        let sender = if m.sender.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            &m.sender
+        };
+        writeln!(
+            out,
+            "{}{mark} {:>9} {} {sender}",
+            m.id,
+            m.size,
+            rfc3339(m.arrival)
+        )?;
         if let Some(reason) = m.hold_reason.as_ref().filter(|_| m.held) {
             writeln!(out, "{:46}(held: {reason})", "")?;
         }
@@ -249,13 +284,22 @@ fn print_mailq(out: &mut impl Write, rows: &[MessageRow]) -> Result<()> {
             } else {
                 format!("next attempt {}", rfc3339(r.next_attempt))
             };
-            writeln!(out, "{:46}{}  [{} attempts, {when}]", "", r.address, r.attempts)?;
+            writeln!(
+                out,
+                "{:46}{}  [{} attempts, {when}]",
+                "", r.address, r.attempts
+            )?;
             rcpts += 1;
         }
         writeln!(out)?;
         bytes += m.size;
     }
-    writeln!(out, "-- {} Kbytes in {} Requests, {rcpts} recipients.", (bytes + 1023) / 1024, rows.len())?;
+    writeln!(
+        out,
+        "-- {} Kbytes in {} Requests, {rcpts} recipients.",
+        (bytes + 1023) / 1024,
+        rows.len()
+    )?;
     Ok(())
 }
 
@@ -276,7 +320,10 @@ fn print_envelope(out: &mut impl Write, m: &MessageRow) -> Result<()> {
             r.status,
             r.attempts,
             rfc3339(r.next_attempt),
-            r.last_reply.as_ref().map(|x| format!(" last_reply=({x})")).unwrap_or_default()
+            r.last_reply
+                .as_ref()
+                .map(|x| format!(" last_reply=({x})"))
+                .unwrap_or_default()
         )?;
     }
     Ok(())

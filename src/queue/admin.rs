@@ -127,7 +127,9 @@ pub fn list(conn: &Connection, f: &Filter) -> Result<Vec<MessageRow>> {
 /// One message's row and bytes, or None.
 pub fn show(conn: &Connection, id: &str) -> Result<Option<(MessageRow, Vec<u8>)>> {
     let data: Option<Vec<u8>> = conn
-        .query_row("SELECT data FROM messages WHERE id = ?1", [id], |r| r.get(0))
+        .query_row("SELECT data FROM messages WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
         .optional()?;
     let Some(data) = data else { return Ok(None) };
     let all = list(conn, &Filter::default())?;
@@ -232,10 +234,20 @@ pub fn stats(conn: &Connection, now: i64) -> Result<Stats> {
          JOIN messages m ON m.id = r.msg_id GROUP BY r.domain ORDER BY r.domain",
     )?;
     for row in st.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
     })? {
         let (d, m, b) = row?;
-        domains.insert(d, DomainStats { messages: m, bytes: b });
+        domains.insert(
+            d,
+            DomainStats {
+                messages: m,
+                bytes: b,
+            },
+        );
     }
     Ok(Stats {
         messages,

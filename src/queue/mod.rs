@@ -47,7 +47,10 @@ impl Queue {
             )
             .context("returning interrupted deliveries to the queue")?;
         if n > 0 {
-            tracing::info!(recipients = n, "queue: deliveries interrupted by a stop are due again now");
+            tracing::info!(
+                recipients = n,
+                "queue: deliveries interrupted by a stop are due again now"
+            );
         }
         let writer = Writer::start(conn)?;
         Ok(Queue {

@@ -160,7 +160,14 @@ mod tests {
 
     #[test]
     fn syntax_errors() {
-        for p in ["", "nodomain", "a@", "@", "a b@example.jp", "\"open@example.jp"] {
+        for p in [
+            "",
+            "nodomain",
+            "a@",
+            "@",
+            "a b@example.jp",
+            "\"open@example.jp",
+        ] {
             assert!(parse(p).is_err(), "{p:?}");
         }
     }

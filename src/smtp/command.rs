@@ -8,8 +8,14 @@
 pub enum Command {
     Ehlo(String),
     Helo(String),
-    Mail { path: String, params: Vec<Param> },
-    Rcpt { path: String, params: Vec<Param> },
+    Mail {
+        path: String,
+        params: Vec<Param>,
+    },
+    Rcpt {
+        path: String,
+        params: Vec<Param>,
+    },
     Data,
     Rset,
     Noop,
@@ -144,7 +150,10 @@ pub fn xtext_decode(s: &str) -> Option<String> {
         match b[i] {
             b'+' => {
                 let hex = s.get(i + 1..i + 3)?;
-                if !hex.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c)) {
+                if !hex
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
+                {
                     return None;
                 }
                 out.push(u8::from_str_radix(hex, 16).ok()?);
@@ -179,14 +188,23 @@ mod tests {
 
     #[test]
     fn verbs() {
-        assert_eq!(parse(b"EHLO client.example"), Command::Ehlo("client.example".into()));
+        assert_eq!(
+            parse(b"EHLO client.example"),
+            Command::Ehlo("client.example".into())
+        );
         assert_eq!(parse(b"ehlo"), Command::Syntax("Syntax: EHLO hostname"));
         assert_eq!(parse(b"data"), Command::Data);
         assert_eq!(parse(b"QUIT"), Command::Quit);
         assert_eq!(parse(b"VRFY root"), Command::Vrfy);
-        assert_eq!(parse(b"ETRN example.jp"), Command::Etrn("example.jp".into()));
+        assert_eq!(
+            parse(b"ETRN example.jp"),
+            Command::Etrn("example.jp".into())
+        );
         assert_eq!(parse(b"XYZZY"), Command::Unknown("XYZZY".into()));
-        assert_eq!(parse(b"AUTH PLAIN x"), Command::NotImplemented("AUTH".into()));
+        assert_eq!(
+            parse(b"AUTH PLAIN x"),
+            Command::NotImplemented("AUTH".into())
+        );
     }
 
     #[test]
@@ -221,7 +239,10 @@ mod tests {
 
     #[test]
     fn xtext_round_trip() {
-        assert_eq!(xtext_decode("rfc822;a+2Bb@example.jp").as_deref(), Some("rfc822;a+b@example.jp"));
+        assert_eq!(
+            xtext_decode("rfc822;a+2Bb@example.jp").as_deref(),
+            Some("rfc822;a+b@example.jp")
+        );
         assert_eq!(xtext_decode("bad+zz"), None);
         assert_eq!(xtext_decode("a=b"), None);
         let s = "rfc822;a+b=c@例.jp";

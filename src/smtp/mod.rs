@@ -100,6 +100,7 @@ impl Drop for Slot {
         if let Ok(mut t) = self.shared.total.lock() {
             *t = t.saturating_sub(1);
         }
+        crate::metrics::get().connections.dec();
         if let Ok(mut m) = self.shared.per_ip.lock() {
             if let Some(n) = m.get_mut(&self.ip) {
                 *n -= 1;
@@ -180,17 +181,26 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 /// Takes a connection slot or says why not (SPEC §5 codes).
 fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Result<Slot, &'static str> {
     let cfg = &shared.cfg.smtp;
-    let mut total = shared.total.lock().map_err(|_| "421 4.3.2 Service not available")?;
+    let mut total = shared
+        .total
+        .lock()
+        .map_err(|_| "421 4.3.2 Service not available")?;
     if *total >= cfg.max_connections {
         return Err("421 4.3.2 Service not available, too many connections");
     }
-    let mut per = shared.per_ip.lock().map_err(|_| "421 4.3.2 Service not available")?;
+    let mut per = shared
+        .per_ip
+        .lock()
+        .map_err(|_| "421 4.3.2 Service not available")?;
     let n = per.entry(ip).or_insert(0);
     if *n >= cfg.max_connections_per_ip {
         return Err("421 4.7.0 Error: too many connections from your address");
     }
     *n += 1;
     *total += 1;
+    let m = crate::metrics::get();
+    m.connections.inc();
+    m.connections_total.inc();
     Ok(Slot {
         shared: shared.clone(),
         ip,

@@ -58,7 +58,13 @@ pub fn header(t: &Trace<'_>) -> Vec<u8> {
 /// Keeps a client-supplied word from breaking the header's structure.
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() || c == '(' || c == ')' { '_' } else { c })
+        .map(|c| {
+            if c.is_control() || c == '(' || c == ')' {
+                '_'
+            } else {
+                c
+            }
+        })
         .take(255)
         .collect()
 }

@@ -63,7 +63,8 @@ pub async fn run(shared: Arc<Shared>, tcp: tokio::net::TcpStream, peer: SocketAd
             Ok(Ok(0)) | Ok(Err(_)) => return,
             Ok(Ok(_)) => {
                 tracing::info!("reject: early talker client=[{}]", peer.ip());
-                conn.close_with("554 5.5.1 Error: SMTP protocol synchronization").await;
+                conn.close_with("554 5.5.1 Error: SMTP protocol synchronization")
+                    .await;
                 return;
             }
             Err(_) => {}
@@ -147,7 +148,10 @@ impl Session {
 
     async fn command(&mut self, conn: &mut Conn, line: &[u8]) -> Option<End> {
         let cmd = command::parse(line);
-        if matches!(cmd, Command::Noop | Command::Rset | Command::Vrfy | Command::Etrn(_)) {
+        if matches!(
+            cmd,
+            Command::Noop | Command::Rset | Command::Vrfy | Command::Etrn(_)
+        ) {
             self.junk += 1;
             if self.junk > MAX_JUNK {
                 conn.reply("421 4.7.0 Error: too many junk commands");
@@ -195,7 +199,8 @@ impl Session {
             }
             Command::Noop => conn.reply("250 2.0.0 Ok"),
             Command::Quit => return Some(End::Quit),
-            Command::Vrfy => conn.reply("252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery"),
+            Command::Vrfy => conn
+                .reply("252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery"),
             Command::Etrn(domain) => self.etrn(conn, &domain).await,
             Command::StartTls => return self.starttls(conn).await,
             Command::NotImplemented(_) => {
@@ -230,12 +235,16 @@ impl Session {
                     Ok(_) => {}
                     Err(_) => return conn.reply("501 5.5.4 Bad SIZE parameter"),
                 },
-                ("BODY", Some(b)) if b.eq_ignore_ascii_case("7BIT") || b.eq_ignore_ascii_case("8BITMIME") => {
+                ("BODY", Some(b))
+                    if b.eq_ignore_ascii_case("7BIT") || b.eq_ignore_ascii_case("8BITMIME") =>
+                {
                     p.body = Some(b.to_ascii_uppercase())
                 }
                 ("BODY", _) => return conn.reply("501 5.5.4 Bad BODY parameter"),
                 ("SMTPUTF8", None) => p.smtputf8 = true,
-                ("RET", Some(r)) if r.eq_ignore_ascii_case("FULL") || r.eq_ignore_ascii_case("HDRS") => {
+                ("RET", Some(r))
+                    if r.eq_ignore_ascii_case("FULL") || r.eq_ignore_ascii_case("HDRS") =>
+                {
                     p.ret = Some(r.to_ascii_uppercase())
                 }
                 ("RET", _) => return conn.reply("501 5.5.4 Bad RET parameter"),
@@ -256,7 +265,8 @@ impl Session {
             match address::parse(path) {
                 Ok(a) => {
                     if !a.canonical.is_ascii() && !p.smtputf8 {
-                        return conn.reply("553 5.6.7 Must declare SMTPUTF8 to send unicode address");
+                        return conn
+                            .reply("553 5.6.7 Must declare SMTPUTF8 to send unicode address");
                     }
                     a.canonical
                 }
@@ -298,17 +308,23 @@ impl Session {
         let shown = &addr.canonical;
         if let Err(AddressError::Routing) = address::check_routing(&addr) {
             self.errors += 1;
-            tracing::info!("reject: RCPT from [{}]: <{shown}>: routing in local part; from=<{}>", self.peer.ip(), txn.sender);
+            tracing::info!(
+                "reject: RCPT from [{}]: <{shown}>: routing in local part; from=<{}>",
+                self.peer.ip(),
+                txn.sender
+            );
             return conn.reply(&format!(
                 "550 5.7.1 <{shown}>: Recipient address rejected: routing in the local part is not allowed"
             ));
         }
         if !self.shared.tables.transport().is_relay_domain(&addr.domain) {
             self.errors += 1;
-            tracing::info!("reject: RCPT from [{}]: <{shown}>: Relay access denied; from=<{}>", self.peer.ip(), txn.sender);
-            return conn.reply(&format!(
-                "554 5.7.1 <{shown}>: Relay access denied"
-            ));
+            tracing::info!(
+                "reject: RCPT from [{}]: <{shown}>: Relay access denied; from=<{}>",
+                self.peer.ip(),
+                txn.sender
+            );
+            return conn.reply(&format!("554 5.7.1 <{shown}>: Relay access denied"));
         }
         let mut r = NewRecipient {
             address: addr.canonical.clone(),
@@ -321,9 +337,10 @@ impl Session {
                     Some(n) => r.notify = Some(n),
                     None => return conn.reply("501 5.5.4 Bad NOTIFY parameter"),
                 },
-                ("ORCPT", Some(v)) => match v.split_once(';').and_then(|(t, a)| {
-                    command::xtext_decode(a).map(|a| format!("{t};{a}"))
-                }) {
+                ("ORCPT", Some(v)) => match v
+                    .split_once(';')
+                    .and_then(|(t, a)| command::xtext_decode(a).map(|a| format!("{t};{a}")))
+                {
                     Some(o) => r.orcpt = Some(o),
                     None => return conn.reply("501 5.5.4 Bad ORCPT parameter"),
                 },
@@ -354,7 +371,10 @@ impl Session {
         }
         let cfg = self.shared.cfg.clone();
         let id = queue::id::new_id();
-        let helo = self.helo.clone().unwrap_or_else(|| format!("[{}]", self.peer.ip()));
+        let helo = self
+            .helo
+            .clone()
+            .unwrap_or_else(|| format!("[{}]", self.peer.ip()));
         let trace = received::header(&received::Trace {
             helo: &helo,
             client_ip: self.peer.ip(),
@@ -389,17 +409,30 @@ impl Session {
                 }
             }
         }
-        let Some(txn) = self.txn.take() else {
-            return None;
-        };
+        let txn = self.txn.take()?;
         let result = reader.finish();
+        if result.bare_newlines {
+            tracing::info!(
+                "{id}: bare CR or LF in data from [{}], stored as CRLF",
+                self.peer.ip()
+            );
+        }
         if result.too_big {
-            tracing::info!("{id}: reject: message from [{}] too big ({} bytes)", self.peer.ip(), result.size);
+            tracing::info!(
+                "{id}: reject: message from [{}] too big ({} bytes)",
+                self.peer.ip(),
+                result.size
+            );
+            crate::metrics::get().rejected.inc();
             conn.reply("552 5.3.4 Error: message file too big");
             return None;
         }
         if result.saw_nul {
-            tracing::info!("{id}: reject: message from [{}] contains NUL", self.peer.ip());
+            tracing::info!(
+                "{id}: reject: message from [{}] contains NUL",
+                self.peer.ip()
+            );
+            crate::metrics::get().rejected.inc();
             conn.reply("554 5.6.0 Error: message contains NUL characters");
             return None;
         }
@@ -427,7 +460,10 @@ impl Session {
         if self.txn.is_some() {
             return conn.reply("503 5.5.1 Error: MAIL transaction in progress");
         }
-        let d = domain.trim_start_matches(['@', '#']).trim_end_matches('.').to_ascii_lowercase();
+        let d = domain
+            .trim_start_matches(['@', '#'])
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
         if !self.shared.tables.transport().is_relay_domain(&d) {
             return conn.reply(&format!("459 4.7.1 <{d}>: service unavailable"));
         }
@@ -460,7 +496,10 @@ impl Session {
         // attempt (CVE-2011-0411): it must never be read as a command.
         let dropped = conn.discard_buffered();
         if dropped > 0 {
-            tracing::warn!("[{}]: discarded {dropped} bytes pipelined after STARTTLS", self.peer.ip());
+            tracing::warn!(
+                "[{}]: discarded {dropped} bytes pipelined after STARTTLS",
+                self.peer.ip()
+            );
         }
         let Stream::Plain(tcp) = std::mem::replace(&mut conn.stream, Stream::Gone) else {
             return Some(End::Close);
@@ -490,7 +529,10 @@ fn parse_notify(v: &str) -> Option<String> {
     if parts == ["NEVER"] {
         return Some(up);
     }
-    if parts.iter().all(|p| matches!(*p, "SUCCESS" | "FAILURE" | "DELAY")) {
+    if parts
+        .iter()
+        .all(|p| matches!(*p, "SUCCESS" | "FAILURE" | "DELAY"))
+    {
         Some(up)
     } else {
         None

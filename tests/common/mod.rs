@@ -34,6 +34,8 @@ pub struct Daemon {
     pub port: u16,
     pub child: Option<Child>,
     pub config: PathBuf,
+    /// The queue database.
+    pub queue: PathBuf,
 }
 
 pub fn mx2_bin() -> &'static str {
@@ -44,6 +46,11 @@ impl Daemon {
     /// Writes `mx2.toml` (listen + queue path + tables, then `extra` TOML
     /// appended verbatim; it may open `[smtp]` and the listen key joins it) and starts the daemon, waiting for the port to accept.
     pub fn start(transport: &str, rules: &str, extra: &str) -> Daemon {
+        Self::start_with_queue(transport, rules, "queue.db", extra)
+    }
+
+    /// Like `start`, with the queue database at `queue_path`.
+    pub fn start_with_queue(transport: &str, rules: &str, queue_path: &str, extra: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         std::fs::write(dir.path().join("transport.map"), transport).unwrap();
@@ -57,14 +64,16 @@ impl Daemon {
             (extra.to_string(), listen)
         };
         let toml = format!(
-            "hostname = \"mx2.test\"\n[queue]\npath = \"queue.db\"\nmin_backoff = \"1s\"\nmax_backoff = \"2s\"\n[relay]\ntransport_map = \"transport.map\"\nheader_checks = \"header_checks\"\nconnect_timeout = \"2s\"\n{extra}\n{tail}"
+            "hostname = \"mx2.test\"\n[queue]\npath = \"{queue_path}\"\nmin_backoff = \"1s\"\nmax_backoff = \"2s\"\n[relay]\ntransport_map = \"transport.map\"\nheader_checks = \"header_checks\"\nconnect_timeout = \"2s\"\n{extra}\n{tail}"
         );
         std::fs::write(&config, toml).unwrap();
+        let queue = dir.path().join(queue_path);
         let mut d = Daemon {
             dir,
             port,
             child: None,
             config,
+            queue,
         };
         d.spawn();
         d
@@ -145,7 +154,7 @@ impl Daemon {
     /// The queue database, read-only, for assertions.
     pub fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open_with_flags(
-            self.path("queue.db"),
+            &self.queue,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )
         .expect("open queue.db")
@@ -183,7 +192,10 @@ pub fn run_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
 }
 
 fn unsafe_kill(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// A minimal raw SMTP client, so tests control every byte on the wire.
@@ -196,7 +208,9 @@ pub struct Client {
 impl Client {
     pub fn connect(port: u16) -> Client {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
         let mut c = Client {
             stream,

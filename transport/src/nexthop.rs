@@ -242,13 +242,23 @@ fn parse_hops(field: &str, errors: &mut Vec<String>) -> Vec<NextHop> {
     hops
 }
 
+/// A Postfix service name that is not an SMTP client (refused, never read as a host).
+fn is_other_transport(t: &str) -> bool {
+    OTHER_TRANSPORTS.contains(&t.to_ascii_lowercase().as_str())
+        || t.eq_ignore_ascii_case("smtp")
+        || t.eq_ignore_ascii_case("relay")
+}
+
 fn looks_like_host(s: &str) -> bool {
     s.contains('.') || s.contains('[') || s.contains(']')
 }
 
-/// Parses the result column of a table entry exactly as Postfix does: the
-/// text before the first `:` is the transport, the rest the nexthop; without
-/// a `:`, the whole value is a transport name with an empty nexthop.
+/// Parses the result column of a table entry as Postfix does: the text
+/// before the first `:` is the transport, the rest the nexthop; without a
+/// `:`, a bare `smtp`/`relay` is a transport with an empty nexthop. Unlike
+/// Postfix, and as SPEC §4 (`[transport:]NEXTHOP`) promises, a value whose
+/// "transport" is no known service but which parses as a next-hop list is
+/// that next-hop list.
 ///
 /// Returns the transport (`""` normalised to `"smtp"`) and the next hops
 /// (empty = the recipient domain itself, with MX lookup). Errors are
@@ -259,6 +269,18 @@ pub(crate) fn parse_result(value: &str) -> Result<(String, Vec<NextHop>), Vec<St
         None => (value, ""),
     };
     let mut errors = Vec::new();
+    if !transport.is_empty() && !SMTP_TRANSPORTS.contains(&transport) && !is_other_transport(transport)
+    {
+        // SPEC §4: the transport is optional (`example.jp [primary]`,
+        // `example.jp primary:2525`). Postfix would read the text before the
+        // first ':' as a transport name; an admin writing a bare next hop
+        // means the next hop, so take it as one when it parses as one.
+        let hops = parse_hops(value, &mut errors);
+        if errors.is_empty() && !hops.is_empty() {
+            return Ok(("smtp".to_string(), hops));
+        }
+        errors.clear();
+    }
     if !transport.is_empty() && !SMTP_TRANSPORTS.contains(&transport) {
         let msg = if looks_like_host(transport) {
             format!(
@@ -436,8 +458,13 @@ mod tests {
         );
         assert!(parse_result("local:").is_err());
         assert!(parse_result("SMTP:[a.example]").is_err());
-        assert!(parse_result("[a.example]").is_err());
-        assert!(parse_result("a.example:2525").is_err());
+        // SPEC §4: the transport is optional.
+        assert_eq!(parse_result("[a.example]").map(|r| r.1.len()), Ok(1));
+        assert_eq!(
+            parse_result("a.example:2525").map(|r| r.1[0].port),
+            Ok(Some(2525))
+        );
+        assert!(parse_result("lmtp:unix:private/x").is_err());
         assert!(parse_result("smtp:,").is_err());
         assert_eq!(
             parse_result("smtp:[a.example]x, [b").map_err(|e| e.len()),

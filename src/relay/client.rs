@@ -1,0 +1,471 @@
+//! A small ESMTP client: connect, greeting, EHLO, STARTTLS, commands and
+//! replies, with a timeout on every step.
+//!
+//! Why not lettre: its `AsyncSmtpConnection` validates addresses with its
+//! own grammar (a quoted local part or an SMTPUTF8 address we accepted could
+//! be refused on the way out), has no PIPELINING, and xtext-encodes
+//! parameter values itself. A relay must pass on exactly what it accepted,
+//! so the protocol is spoken here; it is the simple half of SMTP.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// Longest reply line accepted (RFC 5321 says 512; be generous).
+const MAX_LINE: usize = 8192;
+/// Most lines in one multi-line reply.
+const MAX_LINES: usize = 200;
+
+/// One SMTP reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    /// Text of each line, without the code and separator.
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    pub fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+
+    /// The RFC 3463 enhanced status code at the start of the first line, if any.
+    pub fn enhanced(&self) -> Option<String> {
+        let first = self.lines.first()?;
+        let word = first.split_whitespace().next()?;
+        let parts: Vec<&str> = word.split('.').collect();
+        let ok = parts.len() == 3
+            && matches!(parts[0], "2" | "4" | "5")
+            && parts[0].as_bytes()[0] == b'0' + (self.code / 100) as u8
+            && parts[1..]
+                .iter()
+                .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()));
+        ok.then(|| word.to_string())
+    }
+
+    /// `451 4.3.0 text more text` — all lines joined, as logged.
+    pub fn one_line(&self) -> String {
+        let text = self
+            .lines
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if text.is_empty() {
+            self.code.to_string()
+        } else {
+            format!("{} {}", self.code, text)
+        }
+    }
+}
+
+/// Why a session failed.
+#[derive(Debug, Clone)]
+pub enum SmtpError {
+    /// Network error or unexpected close.
+    Io(String),
+    /// No reply (or no progress) within the timeout, during `stage`.
+    Timeout(String),
+    /// A malformed reply.
+    Protocol(String),
+    /// The TLS handshake failed.
+    Tls(String),
+}
+
+impl std::fmt::Display for SmtpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SmtpError::Io(e) => write!(f, "{e}"),
+            SmtpError::Timeout(stage) => write!(f, "conversation timed out {stage}"),
+            SmtpError::Protocol(e) => write!(f, "protocol error: {e}"),
+            SmtpError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+        }
+    }
+}
+
+fn io_err(e: io::Error) -> SmtpError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        SmtpError::Io("lost connection".into())
+    } else {
+        SmtpError::Io(format!("lost connection: {e}"))
+    }
+}
+
+/// ESMTP extensions the peer advertised that matter for relaying.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caps {
+    pub esmtp: bool,
+    pub pipelining: bool,
+    /// `SIZE` advertised; the value if it gave one (0 = no limit).
+    pub size: Option<u64>,
+    pub eightbitmime: bool,
+    pub smtputf8: bool,
+    pub dsn: bool,
+    pub starttls: bool,
+}
+
+impl Caps {
+    /// Reads the extension lines of an EHLO reply (the first line is the greeting).
+    pub fn from_ehlo(reply: &Reply) -> Caps {
+        let mut c = Caps {
+            esmtp: true,
+            ..Caps::default()
+        };
+        for line in reply.lines.iter().skip(1) {
+            let mut words = line.split_whitespace();
+            let Some(kw) = words.next() else { continue };
+            match kw.to_ascii_uppercase().as_str() {
+                "PIPELINING" => c.pipelining = true,
+                "SIZE" => c.size = Some(words.next().and_then(|v| v.parse().ok()).unwrap_or(0)),
+                "8BITMIME" => c.eightbitmime = true,
+                "SMTPUTF8" => c.smtputf8 = true,
+                "DSN" => c.dsn = true,
+                "STARTTLS" => c.starttls = true,
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
+/// The transport under a session: plain TCP, or TLS after STARTTLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An open SMTP session with one server.
+pub struct Session {
+    stream: Stream,
+    buf: Vec<u8>,
+    /// Start of unread bytes in `buf`.
+    pos: usize,
+    /// `name[ip]`, for messages.
+    pub host: String,
+    /// `name[ip]:port`, for the relay= log field.
+    pub relay: String,
+    pub caps: Caps,
+    pub tls: bool,
+    pub command_timeout: Duration,
+    /// Transactions completed on this session (reuse counter).
+    pub transactions: u32,
+}
+
+impl Session {
+    /// Connects and reads the greeting. A non-2xx greeting is an error
+    /// (`host X refused to talk to me: …`) carrying the reply.
+    pub async fn connect(
+        name: &str,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    ) -> Result<(Session, Reply), SmtpError> {
+        let host = format!("{name}[{}]", addr.ip());
+        let relay = format!("{host}:{}", addr.port());
+        let tcp = match timeout(connect_timeout, TcpStream::connect(addr)).await {
+            Err(_) => {
+                return Err(SmtpError::Io(format!(
+                    "connect to {relay}: Connection timed out"
+                )))
+            }
+            Ok(Err(e)) => return Err(SmtpError::Io(format!("connect to {relay}: {}", os_text(&e)))),
+            Ok(Ok(s)) => s,
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut s = Session {
+            stream: Stream::Plain(tcp),
+            buf: Vec::with_capacity(4096),
+            pos: 0,
+            host,
+            relay,
+            caps: Caps::default(),
+            tls: false,
+            command_timeout,
+            transactions: 0,
+        };
+        let greeting = s.read_reply("while receiving the initial server greeting").await?;
+        Ok((s, greeting))
+    }
+
+    /// Reads one (possibly multi-line) reply within the command timeout.
+    pub async fn read_reply(&mut self, stage: &str) -> Result<Reply, SmtpError> {
+        let t = self.command_timeout;
+        self.read_reply_within(t, stage).await
+    }
+
+    /// Reads one reply within `limit`.
+    pub async fn read_reply_within(
+        &mut self,
+        limit: Duration,
+        stage: &str,
+    ) -> Result<Reply, SmtpError> {
+        match timeout(limit, self.read_reply_inner()).await {
+            Ok(r) => r,
+            Err(_) => Err(SmtpError::Timeout(stage.to_string())),
+        }
+    }
+
+    async fn read_reply_inner(&mut self) -> Result<Reply, SmtpError> {
+        let mut lines = Vec::new();
+        let mut code = 0u16;
+        loop {
+            let line = self.read_line().await?;
+            let text = String::from_utf8_lossy(&line);
+            let b = text.as_bytes();
+            if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_digit) {
+                return Err(SmtpError::Protocol(format!("malformed reply: {text:?}")));
+            }
+            let c: u16 = text[..3].parse().unwrap_or(0);
+            if lines.is_empty() {
+                code = c;
+            } else if c != code {
+                return Err(SmtpError::Protocol(format!(
+                    "reply code changed within a reply: {text:?}"
+                )));
+            }
+            let more = b.get(3) == Some(&b'-');
+            lines.push(text.get(4..).unwrap_or("").to_string());
+            if !more {
+                return Ok(Reply { code, lines });
+            }
+            if lines.len() >= MAX_LINES {
+                return Err(SmtpError::Protocol("reply has too many lines".into()));
+            }
+        }
+    }
+
+    /// One line without its CRLF (a bare LF is accepted).
+    async fn read_line(&mut self) -> Result<Vec<u8>, SmtpError> {
+        loop {
+            if let Some(i) = self.buf[self.pos..].iter().position(|&b| b == b'\n') {
+                let end = self.pos + i;
+                let mut line = self.buf[self.pos..end].to_vec();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                self.pos = end + 1;
+                if self.pos == self.buf.len() {
+                    self.buf.clear();
+                    self.pos = 0;
+                }
+                return Ok(line);
+            }
+            if self.buf.len() - self.pos > MAX_LINE {
+                return Err(SmtpError::Protocol("reply line too long".into()));
+            }
+            if self.pos > 0 {
+                self.buf.drain(..self.pos);
+                self.pos = 0;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).await.map_err(io_err)?;
+            if n == 0 {
+                return Err(SmtpError::Io("lost connection".into()));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Writes bytes (one or more commands, or message data) and flushes.
+    pub async fn send(&mut self, bytes: &[u8], stage: &str) -> Result<(), SmtpError> {
+        let t = self.command_timeout;
+        // A per-chunk deadline: a large message may take long, a stalled peer may not.
+        for chunk in bytes.chunks(256 * 1024) {
+            match timeout(t, self.stream.write_all(chunk)).await {
+                Ok(r) => r.map_err(io_err)?,
+                Err(_) => return Err(SmtpError::Timeout(stage.to_string())),
+            }
+        }
+        match timeout(t, self.stream.flush()).await {
+            Ok(r) => r.map_err(io_err),
+            Err(_) => Err(SmtpError::Timeout(stage.to_string())),
+        }
+    }
+
+    /// Sends one command line and reads its reply.
+    pub async fn command(&mut self, line: &str, stage: &str) -> Result<Reply, SmtpError> {
+        let mut b = Vec::with_capacity(line.len() + 2);
+        b.extend_from_slice(line.as_bytes());
+        b.extend_from_slice(b"\r\n");
+        self.send(&b, stage).await?;
+        self.read_reply(stage).await
+    }
+
+    /// EHLO (HELO if EHLO is refused); records the capabilities.
+    pub async fn hello(&mut self, myname: &str) -> Result<Reply, SmtpError> {
+        let r = self
+            .command(&format!("EHLO {myname}"), "after sending EHLO")
+            .await?;
+        if r.code == 250 {
+            self.caps = Caps::from_ehlo(&r);
+            return Ok(r);
+        }
+        if r.code == 421 {
+            return Ok(r);
+        }
+        let r = self
+            .command(&format!("HELO {myname}"), "after sending HELO")
+            .await?;
+        self.caps = Caps::default();
+        Ok(r)
+    }
+
+    /// STARTTLS and the handshake. `Ok(Some(reply))` when the server refused
+    /// the command (session still usable in plain text).
+    pub async fn starttls(
+        mut self,
+        config: Arc<rustls::ClientConfig>,
+        server_name: ServerName<'static>,
+    ) -> Result<(Session, Option<Reply>), SmtpError> {
+        let r = self.command("STARTTLS", "after sending STARTTLS").await?;
+        if r.code != 220 {
+            return Ok((self, Some(r)));
+        }
+        if self.pos < self.buf.len() {
+            // Plain-text bytes sent after the 220 would be read as if they
+            // came over TLS: a response-injection attempt.
+            return Err(SmtpError::Protocol(
+                "server sent data after its STARTTLS reply".into(),
+            ));
+        }
+        let tcp = match self.stream {
+            Stream::Plain(t) => t,
+            Stream::Tls(_) => return Err(SmtpError::Protocol("STARTTLS twice".into())),
+        };
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let tls = match timeout(self.command_timeout, connector.connect(server_name, tcp)).await {
+            Err(_) => return Err(SmtpError::Timeout("during the TLS handshake".into())),
+            Ok(Err(e)) => return Err(SmtpError::Tls(e.to_string())),
+            Ok(Ok(s)) => s,
+        };
+        self.stream = Stream::Tls(Box::new(tls));
+        self.buf.clear();
+        self.pos = 0;
+        self.tls = true;
+        self.caps = Caps::default();
+        Ok((self, None))
+    }
+
+    /// QUIT, politely and briefly; errors do not matter any more.
+    pub async fn quit(mut self) {
+        let short = Duration::from_secs(5).min(self.command_timeout);
+        let _ = timeout(short, async {
+            if self.stream.write_all(b"QUIT\r\n").await.is_ok() {
+                let _ = self.stream.flush().await;
+                let _ = self.read_reply_inner().await;
+            }
+            let _ = self.stream.shutdown().await;
+        })
+        .await;
+    }
+}
+
+/// The operating system's wording for a connect error, as Postfix logs it.
+fn os_text(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "Connection refused".into(),
+        io::ErrorKind::TimedOut => "Connection timed out".into(),
+        io::ErrorKind::HostUnreachable => "No route to host".into(),
+        io::ErrorKind::NetworkUnreachable => "Network is unreachable".into(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(code: u16, lines: &[&str]) -> Reply {
+        Reply {
+            code,
+            lines: lines.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn enhanced_codes_are_recognised_only_when_consistent() {
+        assert_eq!(reply(550, &["5.1.1 no such user"]).enhanced().as_deref(), Some("5.1.1"));
+        assert_eq!(reply(451, &["4.3.0 later"]).enhanced().as_deref(), Some("4.3.0"));
+        assert_eq!(reply(550, &["4.1.1 mismatch"]).enhanced(), None);
+        assert_eq!(reply(550, &["no code here"]).enhanced(), None);
+        assert_eq!(reply(250, &["2.0.0"]).enhanced().as_deref(), Some("2.0.0"));
+        assert_eq!(reply(250, &["1.2.3.4 addr"]).enhanced(), None);
+    }
+
+    #[test]
+    fn one_line_joins_multiline_replies() {
+        let r = reply(550, &["5.7.1 first", "5.7.1 second"]);
+        assert_eq!(r.one_line(), "550 5.7.1 first 5.7.1 second");
+        assert_eq!(reply(354, &[""]).one_line(), "354");
+    }
+
+    #[test]
+    fn ehlo_capabilities() {
+        let r = reply(
+            250,
+            &[
+                "mx.example Hello",
+                "PIPELINING",
+                "SIZE 10240000",
+                "8BITMIME",
+                "smtputf8",
+                "DSN",
+                "STARTTLS",
+                "ENHANCEDSTATUSCODES",
+            ],
+        );
+        let c = Caps::from_ehlo(&r);
+        assert!(c.esmtp && c.pipelining && c.eightbitmime && c.smtputf8 && c.dsn && c.starttls);
+        assert_eq!(c.size, Some(10_240_000));
+        let c = Caps::from_ehlo(&reply(250, &["mx.example", "SIZE"]));
+        assert_eq!(c.size, Some(0));
+        assert!(!c.dsn);
+    }
+}

@@ -1,0 +1,425 @@
+//! Where a recipient's mail goes: transport map → destination → the
+//! addresses to try, in order.
+//!
+//! Two steps, because they have different costs. `destination()` is a pure
+//! table lookup done while scheduling; its `key` names the destination for
+//! concurrency limits, dead-host tracking and backlog release (like
+//! Postfix's per-nexthop queues). `Resolver::candidates()` does the DNS work
+//! just before connecting.
+//!
+//! DNS rules (Postfix smtp(8), RFC 5321 §5.1):
+//! - `[host]` → A/AAAA of host; `[ip]` → that address; `host` → MX of host.
+//! - MX hosts by preference (equal preferences shuffled); every address of
+//!   a host is tried before the next host.
+//! - This host (`hostname`) and every MX of equal or worse preference are
+//!   dropped ("loops back to myself"); if that leaves nothing, the mail
+//!   bounces with 5.4.6, as in Postfix.
+//! - No MX records: the domain's own A/AAAA (implicit MX).
+//! - A null MX (RFC 7505) bounces with 5.1.10.
+//! - A domain that does not exist bounces (5.4.4) only when it is the
+//!   recipient's own domain; a name the administrator wrote in the
+//!   transport map that fails to resolve defers instead: a typo in a table
+//!   must not bounce a secondary's whole backlog.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::NetError;
+use hickory_resolver::proto::rr::RData;
+use hickory_resolver::TokioResolver;
+use rand::seq::SliceRandom;
+use transport::{Host, TransportMap};
+
+use super::outcome::{Class, RcptResult};
+
+/// Default SMTP port.
+const SMTP_PORT: u16 = 25;
+/// Most addresses tried for one delivery (Postfix's smtp_mx_address_limit
+/// is 5; a few more for routes with several next hops).
+const MAX_CANDIDATES: usize = 10;
+
+/// One next hop, ready to resolve.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Hop {
+    pub host: Host,
+    pub port: u16,
+    /// Look up MX records of `host` (unbracketed form).
+    pub mx: bool,
+    /// `host` is the recipient's own domain (empty nexthop in the table, or
+    /// no table entry for a bounce): DNS "no such domain" is then final.
+    pub implicit: bool,
+}
+
+/// A destination: the ordered next hops for a set of domains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// `[primary.example]:2525,backup.example` — the scheduling key.
+    pub key: String,
+    pub hops: Vec<Hop>,
+}
+
+/// The destination for mail to `domain`. Received mail (`origin` `smtp`)
+/// goes only where the table routes it (not via `*`); mail mx2 made itself
+/// (bounces) may use `*`, and without any entry goes to the domain's MX.
+pub fn destination(map: &TransportMap, domain: &str, origin: &str) -> Result<Destination, String> {
+    let bounce = origin == "bounce";
+    if bounce {
+        if let Some(ip) = domain
+            .strip_prefix('[')
+            .and_then(|d| d.strip_suffix(']'))
+            .and_then(|d| d.strip_prefix("ipv6:").unwrap_or(d).parse::<IpAddr>().ok())
+        {
+            return Ok(make(vec![Hop {
+                host: Host::Ip(ip),
+                port: SMTP_PORT,
+                mx: false,
+                implicit: true,
+            }]));
+        }
+    }
+    let route = if bounce || map.is_relay_domain(domain) {
+        map.lookup(domain)
+    } else {
+        None
+    };
+    let hops = match route {
+        Some(r) if !r.nexthops.is_empty() => r
+            .nexthops
+            .iter()
+            .map(|h| Hop {
+                host: h.host.clone(),
+                port: h.port.unwrap_or(SMTP_PORT),
+                mx: h.mx_lookup,
+                implicit: false,
+            })
+            .collect(),
+        Some(_) => vec![own_domain(domain)],
+        None if bounce => vec![own_domain(domain)],
+        None => {
+            return Err(format!(
+                "no transport map entry for domain {domain} (it is no longer relayed)"
+            ))
+        }
+    };
+    Ok(make(hops))
+}
+
+fn own_domain(domain: &str) -> Hop {
+    Hop {
+        host: Host::Name(domain.to_string()),
+        port: SMTP_PORT,
+        mx: true,
+        implicit: true,
+    }
+}
+
+fn make(hops: Vec<Hop>) -> Destination {
+    let key = hops
+        .iter()
+        .map(|h| {
+            let host = match (&h.host, h.mx) {
+                (Host::Name(n), true) => n.clone(),
+                (Host::Name(n), false) => format!("[{n}]"),
+                (Host::Ip(ip), _) => format!("[{ip}]"),
+            };
+            if h.port == SMTP_PORT {
+                host
+            } else {
+                format!("{host}:{}", h.port)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    Destination { key, hops }
+}
+
+/// One address to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Host name (for logs, `host[ip]`, and TLS), or the address itself.
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+/// Resolves destinations with hickory (system resolv.conf, or the
+/// `relay.resolver` address).
+pub struct Resolver {
+    inner: Result<TokioResolver, String>,
+    /// This host's name, lower-case, without a final dot.
+    myname: String,
+}
+
+impl Resolver {
+    pub fn new(server: Option<&str>, myname: &str) -> Resolver {
+        let inner = build(server);
+        if let Err(e) = &inner {
+            tracing::error!("relay: no DNS resolver ({e}); MX lookups will defer");
+        }
+        Resolver {
+            inner,
+            myname: myname.trim_end_matches('.').to_ascii_lowercase(),
+        }
+    }
+
+    /// Every address to try for `dest`, in order; or why there is none
+    /// (a temporary or permanent `RcptResult`).
+    pub async fn candidates(&self, dest: &Destination) -> Result<Vec<Candidate>, RcptResult> {
+        let mut out: Vec<Candidate> = Vec::new();
+        let mut temp: Option<RcptResult> = None;
+        let mut perm: Option<RcptResult> = None;
+        for hop in &dest.hops {
+            match self.hop(hop).await {
+                Ok(list) => {
+                    for c in list {
+                        if out.len() < MAX_CANDIDATES && !out.iter().any(|o| o.addr == c.addr) {
+                            out.push(c);
+                        }
+                    }
+                }
+                Err(e) if e.class == Class::Perm => perm = perm.or(Some(e)),
+                Err(e) => temp = temp.or(Some(e)),
+            }
+        }
+        if !out.is_empty() {
+            return Ok(out);
+        }
+        // Any temporary trouble means trying again may help.
+        Err(temp
+            .or(perm)
+            .unwrap_or_else(|| RcptResult::local(Class::Temp, "4.4.3", "no next hop")))
+    }
+
+    async fn hop(&self, hop: &Hop) -> Result<Vec<Candidate>, RcptResult> {
+        let name = match &hop.host {
+            Host::Ip(ip) => {
+                return Ok(vec![Candidate {
+                    name: ip.to_string(),
+                    addr: SocketAddr::new(*ip, hop.port),
+                }])
+            }
+            Host::Name(n) => n.as_str(),
+        };
+        if !hop.mx {
+            let ips = self.addresses(name, hop.implicit).await?;
+            return Ok(ips
+                .into_iter()
+                .map(|ip| Candidate {
+                    name: name.to_string(),
+                    addr: SocketAddr::new(ip, hop.port),
+                })
+                .collect());
+        }
+        let hosts = self.mx_hosts(name, hop.implicit).await?;
+        let mut out = Vec::new();
+        let mut first_err = None;
+        for host in hosts {
+            match self.addresses(&host, false).await {
+                Ok(ips) => out.extend(ips.into_iter().map(|ip| Candidate {
+                    name: host.clone(),
+                    addr: SocketAddr::new(ip, hop.port),
+                })),
+                Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        match (out.is_empty(), first_err) {
+            (true, Some(e)) => Err(e),
+            _ => Ok(out),
+        }
+    }
+
+    /// The MX host names of `domain` to try, best first, after the
+    /// loops-back-to-myself rule; the domain itself when it has no MX.
+    async fn mx_hosts(&self, domain: &str, implicit: bool) -> Result<Vec<String>, RcptResult> {
+        let r = self.resolver()?;
+        let records = match r.mx_lookup(fqdn(domain)).await {
+            Ok(l) => l
+                .answers()
+                .iter()
+                .filter_map(|rec| match &rec.data {
+                    RData::MX(mx) => Some((mx.preference, mx.exchange.to_ascii())),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+            Err(e) if e.is_no_records_found() && !e.is_nx_domain() => Vec::new(),
+            Err(e) => return Err(dns_error(domain, "MX", &e, implicit)),
+        };
+        if records.is_empty() {
+            // RFC 5321 §5.1: no MX, the domain is its own mail exchanger.
+            return Ok(vec![domain.to_string()]);
+        }
+        let records: Vec<(u16, String)> = records
+            .into_iter()
+            .map(|(p, n)| (p, n.trim_end_matches('.').to_ascii_lowercase()))
+            .collect();
+        select_mx(domain, records, &self.myname)
+    }
+
+    async fn addresses(&self, host: &str, implicit: bool) -> Result<Vec<IpAddr>, RcptResult> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let r = self.resolver()?;
+        match r.lookup_ip(fqdn(host)).await {
+            Ok(l) => {
+                let ips: Vec<IpAddr> = l.iter().collect();
+                if ips.is_empty() {
+                    Err(not_found(host, "A", implicit))
+                } else {
+                    Ok(ips)
+                }
+            }
+            Err(e) => Err(dns_error(host, "A", &e, implicit)),
+        }
+    }
+
+    fn resolver(&self) -> Result<&TokioResolver, RcptResult> {
+        self.inner.as_ref().map_err(|e| {
+            RcptResult::local(Class::Temp, "4.3.5", format!("DNS resolver unavailable: {e}"))
+        })
+    }
+}
+
+/// Applies preference order, the loops-back-to-myself rule and null MX.
+pub fn select_mx(
+    domain: &str,
+    mut records: Vec<(u16, String)>,
+    myname: &str,
+) -> Result<Vec<String>, RcptResult> {
+    if records.len() == 1 && (records[0].1.is_empty() || records[0].1 == ".") {
+        return Err(RcptResult::local(
+            Class::Perm,
+            "5.1.10",
+            format!("mail for {domain} is not accepted (null MX, RFC 7505)"),
+        ));
+    }
+    records.retain(|(_, n)| !n.is_empty() && n != ".");
+    // Shuffle first so that the stable sort keeps equal preferences random.
+    records.shuffle(&mut rand::thread_rng());
+    records.sort_by_key(|(p, _)| *p);
+    if let Some(mine) = records.iter().filter(|(_, n)| n == myname).map(|(p, _)| *p).min() {
+        records.retain(|(p, _)| *p < mine);
+        if records.is_empty() {
+            return Err(RcptResult::local(
+                Class::Perm,
+                "5.4.6",
+                format!("mail for {domain} loops back to myself"),
+            ));
+        }
+    }
+    let mut hosts: Vec<String> = Vec::new();
+    for (_, n) in records {
+        if !hosts.contains(&n) {
+            hosts.push(n);
+        }
+    }
+    Ok(hosts)
+}
+
+fn fqdn(name: &str) -> String {
+    if name.ends_with('.') {
+        name.to_string()
+    } else {
+        format!("{name}.")
+    }
+}
+
+fn not_found(name: &str, rtype: &str, implicit: bool) -> RcptResult {
+    let text = format!(
+        "Host or domain name not found. Name service error for name={name} type={rtype}: Host not found"
+    );
+    if implicit {
+        RcptResult::local(Class::Perm, "5.4.4", text)
+    } else {
+        RcptResult::local(Class::Temp, "4.4.4", text)
+    }
+}
+
+fn dns_error(name: &str, rtype: &str, e: &NetError, implicit: bool) -> RcptResult {
+    if e.is_nx_domain() || e.is_no_records_found() {
+        return not_found(name, rtype, implicit);
+    }
+    RcptResult::local(
+        Class::Temp,
+        "4.4.3",
+        format!(
+            "Host or domain name not found. Name service error for name={name} type={rtype}: Host not found, try again ({e})"
+        ),
+    )
+}
+
+fn build(server: Option<&str>) -> Result<TokioResolver, String> {
+    let mut builder = match server {
+        Some(s) => {
+            let addr: SocketAddr = s.parse().map_err(|_| format!("bad resolver address {s:?}"))?;
+            let mut udp = ConnectionConfig::udp();
+            udp.port = addr.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = addr.port();
+            let ns = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(vec![ns]),
+                TokioRuntimeProvider::default(),
+            )
+        }
+        None => TokioResolver::builder_tokio().map_err(|e| e.to_string())?,
+    };
+    let opts = builder.options_mut();
+    opts.timeout = Duration::from_secs(5);
+    opts.attempts = 2;
+    builder.build().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(text: &str) -> TransportMap {
+        TransportMap::parse(text, "t").unwrap()
+    }
+
+    #[test]
+    fn destinations_from_the_table() {
+        let m = map("example.jp smtp:[primary.example.net]:2525, backup.example.net\nother.jp smtp:\n* smtp:[fallback.example]\n");
+        let d = destination(&m, "example.jp", "smtp").unwrap();
+        assert_eq!(d.key, "[primary.example.net]:2525,backup.example.net");
+        assert_eq!(d.hops.len(), 2);
+        assert!(!d.hops[0].mx && d.hops[1].mx);
+        let d = destination(&m, "other.jp", "smtp").unwrap();
+        assert_eq!(d.key, "other.jp");
+        assert!(d.hops[0].implicit);
+        // Received mail never takes the `*` route.
+        assert!(destination(&m, "elsewhere.example", "smtp").is_err());
+        // Bounces do.
+        assert_eq!(destination(&m, "elsewhere.example", "bounce").unwrap().key, "[fallback.example]");
+        let m = map("example.jp smtp:[192.0.2.1]\n");
+        assert_eq!(destination(&m, "sender.example", "bounce").unwrap().key, "sender.example");
+        assert_eq!(destination(&m, "[192.0.2.7]", "bounce").unwrap().key, "[192.0.2.7]");
+    }
+
+    #[test]
+    fn mx_selection_drops_myself_and_worse() {
+        let recs = vec![
+            (20, "backup2.example".to_string()),
+            (10, "mx2.example".to_string()),
+            (5, "primary.example".to_string()),
+        ];
+        assert_eq!(
+            select_mx("d.example", recs, "mx2.example").unwrap(),
+            vec!["primary.example"]
+        );
+        let recs = vec![(10, "mx2.example".to_string()), (10, "peer.example".to_string())];
+        let e = select_mx("d.example", recs, "mx2.example").unwrap_err();
+        assert_eq!(e.dsn, "5.4.6");
+        assert_eq!(e.class, Class::Perm);
+        assert!(e.text.contains("loops back to myself"), "{}", e.text);
+        let recs = vec![(20, "b.example".to_string()), (10, "a.example".to_string())];
+        assert_eq!(
+            select_mx("d.example", recs, "mx2.example").unwrap(),
+            vec!["a.example", "b.example"]
+        );
+        let e = select_mx("d.example", vec![(0, String::new())], "mx2.example").unwrap_err();
+        assert_eq!(e.dsn, "5.1.10");
+    }
+}
