@@ -86,12 +86,12 @@ async fn main(cfg: Config) -> Result<i32> {
     }
     tracing::info!("stopping: no new connections, finishing sessions");
     let _ = stop_tx.send(true);
-    for s in servers {
-        let _ = s.await;
-    }
     let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
     while shared.connections() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for s in servers {
+        s.abort();
     }
     tracing::info!("stopped");
     Ok(0)

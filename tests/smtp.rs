@@ -435,3 +435,38 @@ fn transport_map_change_is_picked_up_without_restart() {
     assert!(c.cmd("RCPT TO:<y@new.example>").starts_with("250"));
     assert!(d.log().contains("transport.map:1"), "{}", d.log());
 }
+
+#[test]
+fn shutdown_says_421_to_idle_and_new_sessions_and_finishes_data() {
+    let mut d = Daemon::start(MAP, "", "");
+    let mut idle = d.client();
+    idle.cmd("EHLO idle.test");
+    let mut busy = d.client();
+    busy.cmd("EHLO busy.test");
+    busy.cmd("MAIL FROM:<a@sender.example>");
+    busy.cmd("RCPT TO:<bob@example.jp>");
+    assert!(busy.cmd("DATA").starts_with("354"));
+    busy.send_raw(b"Subject: in flight\r\n\r\nfirst half\r\n");
+    d.signal("TERM");
+    // The idle session is told at once.
+    assert!(idle.reply().starts_with("421 4.3.2"));
+    // New connections get a 421 greeting while the old sessions drain.
+    let late = common::Client::connect(d.port);
+    assert!(late.greeting.starts_with("421 4.3.2"), "{}", late.greeting);
+    // The session in DATA may finish its message, and it is kept.
+    busy.send_raw(b"second half\r\n.\r\n");
+    let r = busy.reply();
+    assert!(r.starts_with("250"), "{r}");
+    let id = r.rsplit(' ').next().unwrap().to_string();
+    busy.send_raw(b"QUIT\r\n");
+    drop(busy);
+    let code = d.terminate();
+    assert_eq!(code, Some(0), "{}", d.log());
+    let n: i64 = d
+        .db()
+        .query_row("SELECT count(*) FROM messages WHERE id = ?1", [&id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(n, 1);
+}

@@ -14,6 +14,12 @@ use tokio_rustls::server::TlsStream;
 /// Longest command line accepted (RFC 5321 says 512; Postfix allows 2048).
 pub const MAX_LINE: usize = 4096;
 
+/// Free buffer space for a read between commands.
+const COMMAND_READ: usize = 1024;
+
+/// Free buffer space for a read during DATA (fewer, larger reads).
+pub const DATA_READ: usize = 64 * 1024;
+
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
@@ -85,9 +91,9 @@ impl Conn {
     pub fn new(tcp: TcpStream, timeout: Duration) -> Conn {
         Conn {
             stream: Stream::Plain(tcp),
-            rbuf: Vec::with_capacity(1024),
+            rbuf: Vec::new(),
             rpos: 0,
-            wbuf: Vec::with_capacity(512),
+            wbuf: Vec::new(),
             timeout,
         }
     }
@@ -113,20 +119,37 @@ impl Conn {
         n
     }
 
-    /// Reads more input; flushes pending replies first, since the client
-    /// is waiting for them before it sends more.
+    /// Reads more input (commands: small reads keep idle sessions cheap);
+    /// flushes pending replies first, since the client is waiting for them.
     pub async fn fill(&mut self) -> io::Result<usize> {
+        self.fill_up_to(COMMAND_READ).await
+    }
+
+    /// Reads more input into at least `want` bytes of free buffer space.
+    /// Reading straight into the buffer keeps no extra copy in the
+    /// session's future: 10,000 idle sessions cost little memory.
+    pub async fn fill_up_to(&mut self, want: usize) -> io::Result<usize> {
         self.flush().await?;
-        if self.rpos > 0 && self.rpos * 2 > self.rbuf.capacity() {
+        if self.rpos > 0 {
             self.rbuf.drain(..self.rpos);
             self.rpos = 0;
         }
-        let mut chunk = [0u8; 8192];
-        let n = tokio::time::timeout(self.timeout, self.stream.read(&mut chunk))
+        if self.rbuf.capacity() - self.rbuf.len() < want {
+            self.rbuf.reserve(want);
+        }
+        let n = tokio::time::timeout(self.timeout, self.stream.read_buf(&mut self.rbuf))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "command timeout"))??;
-        self.rbuf.extend_from_slice(&chunk[..n]);
         Ok(n)
+    }
+
+    /// Gives back a large buffer after DATA, so idle sessions stay small.
+    pub fn shrink(&mut self) {
+        if self.rbuf.capacity() > 4 * COMMAND_READ && self.rbuf.len() - self.rpos < COMMAND_READ {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+            self.rbuf.shrink_to(COMMAND_READ);
+        }
     }
 
     /// Reads one command line (CRLF or bare LF ends it).

@@ -136,22 +136,28 @@ pub fn bind(cfg: &Config) -> Result<Vec<TcpListener>> {
     Ok(out)
 }
 
-/// Accepts connections until shutdown; each session runs in its own task.
+/// Accepts connections; each session runs in its own task. After shutdown
+/// begins, new connections are told `421` (instead of being refused by the
+/// kernel) until the process exits.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let mut shutdown = shared.shutdown.clone();
     loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
+        if *shared.shutdown.borrow() {
+            tokio::spawn(async move {
+                let mut c = conn::Conn::new(tcp, Duration::from_secs(5));
+                c.close_with("421 4.3.2 Service shutting down, try again later")
+                    .await;
+            });
+            continue;
+        }
         let ip = canonical_ip(peer.ip());
         let verdict = admit(&shared, ip);
         let shared2 = shared.clone();

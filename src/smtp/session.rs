@@ -394,7 +394,7 @@ impl Session {
             }
             let n = conn.buffered().len();
             conn.consume(n);
-            match conn.fill().await {
+            match conn.fill_up_to(super::conn::DATA_READ).await {
                 Ok(0) => {
                     tracing::info!("{id}: lost connection after DATA from [{}]", self.peer.ip());
                     return Some(End::Close);
@@ -409,6 +409,7 @@ impl Session {
                 }
             }
         }
+        conn.shrink();
         let txn = self.txn.take()?;
         let result = reader.finish();
         if result.bare_newlines {
