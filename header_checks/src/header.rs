@@ -43,7 +43,13 @@ pub(crate) fn header_name_len(line: &[u8]) -> Option<usize> {
                 State::Init => return None,
                 _ => state = State::InCharSpace,
             },
-            b':' => return if state == State::Init { None } else { Some(len) },
+            b':' => {
+                return if state == State::Init {
+                    None
+                } else {
+                    Some(len)
+                }
+            }
             0 => return None,
             c if !(0x20..0x7f).contains(&c) => return None,
             _ => match state {
@@ -70,7 +76,7 @@ struct Line {
 
 fn next_line(msg: &[u8], start: usize) -> Line {
     let rest = &msg[start..];
-    match rest.iter().position(|&b| b == b'\n') {
+    match memchr::memchr(b'\n', rest) {
         Some(i) => {
             let mut content_end = start + i;
             while content_end > start && msg[content_end - 1] == b'\r' {
@@ -123,7 +129,7 @@ pub(crate) struct HeaderBlock<'m> {
 
 /// Appends one record's text to the key, cut at a NUL as strcat() would.
 fn push_c_string(key: &mut Vec<u8>, text: &[u8]) {
-    let text = match text.iter().position(|&b| b == 0) {
+    let text = match memchr::memchr(0, text) {
         Some(n) => &text[..n],
         None => text,
     };
@@ -146,7 +152,7 @@ impl<'m> Builder<'m> {
             .iter()
             .take_while(|&&b| b == b' ' || b == b'\t')
             .count();
-        let owned = if spaces == 0 && !content.contains(&0) {
+        let owned = if spaces == 0 && memchr::memchr(0, content).is_none() {
             None
         } else {
             let mut key = Vec::with_capacity(content.len());
@@ -191,7 +197,7 @@ impl<'m> Builder<'m> {
 
 /// Splits the top-level header block of `msg` into logical headers.
 pub(crate) fn scan(msg: &[u8]) -> HeaderBlock<'_> {
-    let mut headers = Vec::new();
+    let mut headers = Vec::with_capacity(32);
     let mut current: Option<Builder<'_>> = None;
     let mut pos = 0;
     while pos < msg.len() {
@@ -236,7 +242,10 @@ mod tests {
         assert_eq!(header_name_len(b"Two words: x"), None);
         assert_eq!(header_name_len(b"Caf\xe9: x"), None);
         assert_eq!(header_name_len(b"NoColon"), None);
-        assert_eq!(header_name_len(b"From nobody Mon Jan 1 00:00:00 2024"), None);
+        assert_eq!(
+            header_name_len(b"From nobody Mon Jan 1 00:00:00 2024"),
+            None
+        );
     }
 
     fn keys(msg: &[u8]) -> Vec<String> {

@@ -46,6 +46,7 @@ mod header;
 #[cfg(test)]
 mod oracle_tests;
 mod pcre;
+mod prefilter;
 mod reply;
 mod table;
 mod template;
@@ -268,7 +269,7 @@ impl Rules {
         for op in &parsed.ops {
             if let Op::Match(m) = op {
                 rules += 1;
-                max_captures = max_captures.max(m.regex.captures());
+                max_captures = max_captures.max(m.pattern.regex.captures());
             }
         }
         Ok(Loaded {
@@ -325,15 +326,15 @@ impl Rules {
         while let Some(op) = self.ops.get(i) {
             match op {
                 Op::Match(rule) => {
-                    if self.test(matcher, &rule.regex, rule.negate, rule.line, key, errors) {
-                        let value = rule.template.expand(|n| {
-                            matcher.group(n).and_then(|(s, e)| key.get(s..e))
-                        });
+                    if self.test(matcher, &rule.pattern, rule.line, key, errors) {
+                        let value = rule
+                            .template
+                            .expand(|n| matcher.group(n).and_then(|(s, e)| key.get(s..e)));
                         return Some((rule, value));
                     }
                 }
                 Op::If(rule) => {
-                    if !self.test(matcher, &rule.regex, rule.negate, rule.line, key, errors) {
+                    if !self.test(matcher, &rule.pattern, rule.line, key, errors) {
                         // An IF without ENDIF that fails ends the search.
                         i = rule.endif?;
                     }
@@ -349,15 +350,17 @@ impl Rules {
     fn test(
         &self,
         matcher: &mut Matcher,
-        regex: &pcre::Regex,
-        negate: bool,
+        pattern: &table::Pattern,
         line: usize,
         key: &[u8],
         errors: &mut Vec<String>,
     ) -> bool {
-        match matcher.exec(regex, key) {
-            MatchResult::Match => !negate,
-            MatchResult::NoMatch => negate,
+        if pattern.prefix.as_ref().is_some_and(|p| !p.may_match(key)) {
+            return pattern.negate;
+        }
+        match matcher.exec(&pattern.regex, key) {
+            MatchResult::Match => !pattern.negate,
+            MatchResult::NoMatch => pattern.negate,
             MatchResult::Error(code) => {
                 errors.push(format!(
                     "{}:{}: {} (header treated as not matching)",
@@ -393,8 +396,7 @@ impl Rules {
         let mut hold: Option<String> = None;
 
         for (index, h) in block.headers.iter().enumerate() {
-            let Some((rule, value)) = self.lookup(&mut matcher, &h.key, &mut outcome.errors)
-            else {
+            let Some((rule, value)) = self.lookup(&mut matcher, &h.key, &mut outcome.errors) else {
                 continue;
             };
             let (word, args) = action::split(&value);
@@ -492,7 +494,11 @@ fn push_text(out: &mut Vec<u8>, text: &[u8], eol: &[u8]) {
     }
 }
 
-fn build_edit(message: &[u8], block: &header::HeaderBlock<'_>, changes: &[(usize, Change)]) -> Edit {
+fn build_edit(
+    message: &[u8],
+    block: &header::HeaderBlock<'_>,
+    changes: &[(usize, Change)],
+) -> Edit {
     let mut out = Vec::with_capacity(block.end + 128);
     let mut cursor = 0;
     for (index, change) in changes {

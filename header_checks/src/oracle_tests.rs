@@ -165,6 +165,10 @@ fn random_message(rng: &mut Rng) -> Vec<u8> {
         b"X-Ctl\x01: control in name",
         b"X-Spam-Flag: YES",
         b"Received: from a by b",
+        b"from : <>",
+        b"X-Spam-Level\t: x",
+        b"X-Spam-Status:No",
+        b"\t(continued)",
     ];
     let mut msg = Vec::new();
     let lines = 1 + rng.below(12);
@@ -194,27 +198,35 @@ fn postfix_postmap_agrees_on_random_messages() {
     let config = std::env::temp_dir().join(format!("hc-oracle-rnd-{}", std::process::id()));
     std::fs::create_dir_all(&config).expect("config dir");
     std::fs::write(config.join("main.cf"), "").expect("main.cf");
-    let rules_path = config.join("echo.pcre");
-    // The first rule echoes every header back, so the whole key is compared.
-    std::fs::write(
-        &rules_path,
+    // The echo table compares every key whole; the operator-style table
+    // exercises the literal-prefix shortcut and negation.
+    let tables = [
         "/^([^:]*):(.*)$/ WARN [$1][$2]\n/^From:\\s*<>/m DISCARD\n",
-    )
-    .expect("rules");
-    let rules = Rules::load(&rules_path).expect("rules").rules;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        concat!(
+            "/^From:\\s*<>/m DISCARD\n/^X\\-Spam\\-Flag:\\s+YES/m DISCARD\n",
+            "/^X\\-Spam\\-Level:/m IGNORE\n/^X\\-Spam\\-Status:\\s+No/m IGNORE\n",
+            "/^X\\-Virus\\-Status:\\s+Clean/m IGNORE\n/^Subject: hel?lo/ WARN s\n",
+            "!/^X-/ DUNNO\n/^x-8bit: caf/ WARN 8\n",
+        ),
+    ];
     let mut failures = Vec::new();
-    for i in 0..150 {
-        let raw = random_message(&mut rng);
-        let ours = our_lookups(&rules, &raw);
-        let theirs = postmap(&rules_path, &smtpd_lines(&raw), &config);
-        if ours != theirs {
-            failures.push(format!(
-                "case {i} {:?}:\n--- postmap\n{}--- ours\n{}",
-                String::from_utf8_lossy(&raw),
-                String::from_utf8_lossy(&theirs),
-                String::from_utf8_lossy(&ours)
-            ));
+    for (t, table) in tables.iter().enumerate() {
+        let rules_path = config.join(format!("t{t}.pcre"));
+        std::fs::write(&rules_path, table).expect("rules");
+        let rules = Rules::load(&rules_path).expect("rules").rules;
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 + t as u64);
+        for i in 0..200 {
+            let raw = random_message(&mut rng);
+            let ours = our_lookups(&rules, &raw);
+            let theirs = postmap(&rules_path, &smtpd_lines(&raw), &config);
+            if ours != theirs {
+                failures.push(format!(
+                    "table {t} case {i} {:?}:\n--- postmap\n{}--- ours\n{}",
+                    String::from_utf8_lossy(&raw),
+                    String::from_utf8_lossy(&theirs),
+                    String::from_utf8_lossy(&ours)
+                ));
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&config);

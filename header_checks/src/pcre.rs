@@ -166,9 +166,8 @@ impl Matcher {
     pub(crate) fn new(max_captures: u32) -> Option<Matcher> {
         let pairs = max_captures.saturating_add(1);
         // SAFETY: null general context = malloc/free.
-        let data = NonNull::new(unsafe {
-            ffi::pcre2_match_data_create_8(pairs, std::ptr::null_mut())
-        })?;
+        let data =
+            NonNull::new(unsafe { ffi::pcre2_match_data_create_8(pairs, std::ptr::null_mut()) })?;
         // SAFETY: as above.
         let ctx = match NonNull::new(unsafe {
             ffi::pcre2_match_context_create_8(std::ptr::null_mut())

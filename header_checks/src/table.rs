@@ -11,6 +11,7 @@
 use crate::action::{self, Action};
 use crate::header::header_name_len;
 use crate::pcre::{self, Regex};
+use crate::prefilter::Prefix;
 use crate::template::Template;
 
 /// One rules-file line as mx2 keeps it.
@@ -21,12 +22,30 @@ pub(crate) enum Op {
     Endif,
 }
 
+/// A compiled `/pattern/flags` (or `!/pattern/flags`).
+#[derive(Debug)]
+pub(crate) struct Pattern {
+    pub(crate) regex: Regex,
+    /// Literal every match must start with, when known (skips PCRE).
+    pub(crate) prefix: Option<Prefix>,
+    pub(crate) negate: bool,
+}
+
+impl Pattern {
+    fn compile(spec: &PatternSpec<'_>) -> Result<Pattern, String> {
+        Ok(Pattern {
+            regex: Regex::new(spec.regex, spec.options)?,
+            prefix: Prefix::from_pattern(spec.regex, spec.options),
+            negate: spec.negate,
+        })
+    }
+}
+
 /// `/pattern/flags ACTION text`
 #[derive(Debug)]
 pub(crate) struct MatchRule {
     pub(crate) line: usize,
-    pub(crate) regex: Regex,
-    pub(crate) negate: bool,
+    pub(crate) pattern: Pattern,
     /// "/pattern/flags ACTION text" as written.
     pub(crate) source: String,
     pub(crate) template: Template,
@@ -36,8 +55,7 @@ pub(crate) struct MatchRule {
 #[derive(Debug)]
 pub(crate) struct IfRule {
     pub(crate) line: usize,
-    pub(crate) regex: Regex,
-    pub(crate) negate: bool,
+    pub(crate) pattern: Pattern,
     pub(crate) endif: Option<usize>,
 }
 
@@ -291,14 +309,14 @@ pub(crate) fn parse(text: &[u8], file: &str) -> Parsed {
                 ));
                 continue;
             }
-            let regex = match Regex::new(spec.regex, spec.options) {
-                Ok(r) => r,
+            let pattern = match Pattern::compile(&spec) {
+                Ok(p) => p,
                 Err(e) => {
                     errors.push(format!("{file}:{line}: {e}"));
                     continue;
                 }
             };
-            if template.max_group() > regex.captures() as usize {
+            if template.max_group() > pattern.regex.captures() as usize {
                 errors.push(format!(
                     "{file}:{line}: out of range replacement index \"{}\"",
                     template.max_group()
@@ -314,8 +332,7 @@ pub(crate) fn parse(text: &[u8], file: &str) -> Parsed {
             source.push_str(&String::from_utf8_lossy(value));
             ops.push(Op::Match(MatchRule {
                 line,
-                regex,
-                negate: spec.negate,
+                pattern,
                 source,
                 template,
             }));
@@ -340,8 +357,8 @@ pub(crate) fn parse(text: &[u8], file: &str) -> Parsed {
                     "{file}:{line}: do not prepend whitespace to statements between IF and ENDIF"
                 ));
             }
-            let regex = match Regex::new(spec.regex, spec.options) {
-                Ok(r) => r,
+            let pattern = match Pattern::compile(&spec) {
+                Ok(p) => p,
                 Err(e) => {
                     errors.push(format!("{file}:{line}: {e}"));
                     continue;
@@ -350,8 +367,7 @@ pub(crate) fn parse(text: &[u8], file: &str) -> Parsed {
             if_stack.push(ops.len());
             ops.push(Op::If(IfRule {
                 line,
-                regex,
-                negate: spec.negate,
+                pattern,
                 endif: None,
             }));
         } else if p.len() >= 5
@@ -359,9 +375,7 @@ pub(crate) fn parse(text: &[u8], file: &str) -> Parsed {
             && !p.get(5).is_some_and(u8::is_ascii_alphanumeric)
         {
             let Some(open) = if_stack.pop() else {
-                warnings.push(format!(
-                    "{file}:{line}: ignoring ENDIF without matching IF"
-                ));
+                warnings.push(format!("{file}:{line}: ignoring ENDIF without matching IF"));
                 continue;
             };
             if !skip_space(&p[5..]).is_empty() {
@@ -407,7 +421,10 @@ mod tests {
     fn readllines_semantics() {
         assert_eq!(
             lines("# c\n/^a/ REJECT\n  x\n\n/b/ OK  \r\n  # note\n\tmore\n"),
-            [("/^a/ REJECT  x".to_string(), 2), ("/b/ OK  \r\tmore".to_string(), 5)]
+            [
+                ("/^a/ REJECT  x".to_string(), 2),
+                ("/b/ OK  \r\tmore".to_string(), 5)
+            ]
         );
         let mut w = Vec::new();
         let l = logical_lines(b"  lead\n  cont\n/a/ OK\n", "f", &mut w);

@@ -8,7 +8,9 @@ use header_checks::{Edit, Rules, Verdict};
 const OPERATOR: &str = include_str!("../testdata/operator.rules");
 
 fn rules(table: &str) -> Rules {
-    Rules::parse(table.as_bytes(), "t.pcre").expect("loads").rules
+    Rules::parse(table.as_bytes(), "t.pcre")
+        .expect("loads")
+        .rules
 }
 
 #[test]
@@ -52,11 +54,18 @@ fn len_counts_rules_not_if_endif() {
 fn edit_lets_the_body_be_streamed() {
     let msg = b"Subject: s\r\nX-Spam-Level: **\r\nTo: b\r\n\r\nbody\r\nX-Spam-Level: in body\r\n";
     let out = rules(OPERATOR).apply(msg);
-    let Some(Edit { new_header, body_start }) = &out.edit else {
+    let Some(Edit {
+        new_header,
+        body_start,
+    }) = &out.edit
+    else {
         panic!("expected an edit")
     };
     assert_eq!(new_header, b"Subject: s\r\nTo: b\r\n");
-    assert_eq!(&msg[*body_start..], b"\r\nbody\r\nX-Spam-Level: in body\r\n");
+    assert_eq!(
+        &msg[*body_start..],
+        b"\r\nbody\r\nX-Spam-Level: in body\r\n"
+    );
     assert_eq!(
         out.message(msg),
         b"Subject: s\r\nTo: b\r\n\r\nbody\r\nX-Spam-Level: in body\r\n"
@@ -75,11 +84,21 @@ fn unchanged_message_has_no_edit() {
 fn discard_and_reject_stop_processing() {
     let r = rules("/^X-A:/ IGNORE\n/^X-D:/ DISCARD gone\n/^X-R:/ REJECT 5.7.0 no\n/^X-H:/ HOLD\n");
     let out = r.apply(b"X-H: 1\nX-A: 1\nX-D: 1\nX-R: 1\n\n");
-    assert_eq!(out.verdict, Verdict::Discard { text: "gone".into() });
+    assert_eq!(
+        out.verdict,
+        Verdict::Discard {
+            text: "gone".into()
+        }
+    );
     assert_eq!(out.hits.len(), 3);
     assert_eq!(out.edit, None);
     let out = r.apply(b"X-H: 1\nX-R: 1\nX-D: 1\n\n");
-    assert_eq!(out.verdict, Verdict::Reject { text: "5.7.0 no".into() });
+    assert_eq!(
+        out.verdict,
+        Verdict::Reject {
+            text: "5.7.0 no".into()
+        }
+    );
     assert_eq!(out.verdict.reject_reply().as_deref(), Some("550 5.7.0 no"));
     assert_eq!(out.hits.len(), 2);
 }
@@ -89,7 +108,12 @@ fn hold_keeps_edits_and_first_text() {
     let r = rules("/^X-A:/ IGNORE\n/^X-H: (.*)/ HOLD because $1\n");
     let msg = b"X-H: one\nX-A: 1\nX-H: two\n\nbody\n";
     let out = r.apply(msg);
-    assert_eq!(out.verdict, Verdict::Hold { text: "because one".into() });
+    assert_eq!(
+        out.verdict,
+        Verdict::Hold {
+            text: "because one".into()
+        }
+    );
     assert_eq!(out.message(msg), b"X-H: one\nX-H: two\n\nbody\n");
     assert_eq!(out.hits.len(), 3);
     assert_eq!(out.verdict.reject_reply(), None);
@@ -98,7 +122,10 @@ fn hold_keeps_edits_and_first_text() {
 #[test]
 fn reject_replies() {
     let reply = |t: &str| Verdict::Reject { text: t.into() }.reject_reply();
-    assert_eq!(reply("").as_deref(), Some("550 5.7.1 message content rejected"));
+    assert_eq!(
+        reply("").as_deref(),
+        Some("550 5.7.1 message content rejected")
+    );
     assert_eq!(reply("no thanks").as_deref(), Some("550 5.7.1 no thanks"));
     assert_eq!(reply("4.7.1 later").as_deref(), Some("451 4.7.1 later"));
     assert_eq!(Verdict::Accept.reject_reply(), None);
@@ -119,7 +146,10 @@ fn hit_fields() {
         h.to_string(),
         "line 2: /^Subject: (.*)/ REPLACE Subject: [x] $1: Subject: a\tb"
     );
-    assert_eq!(out.message(b"Subject: a\r\n\tb\r\n\r\n"), b"Subject: [x] a\r\n\tb\r\n\r\n");
+    assert_eq!(
+        out.message(b"Subject: a\r\n\tb\r\n\r\n"),
+        b"Subject: [x] a\r\n\tb\r\n\r\n"
+    );
 }
 
 #[test]
@@ -143,7 +173,10 @@ fn dynamic_action_from_the_header() {
     assert_eq!(out.hits[0].action, "IGNORE");
     assert_eq!(out.hits[1].action, "FILTER");
     assert_eq!(out.errors.len(), 1);
-    assert_eq!(out.message(b"X-Action: ignore\nX-Action: FILTER\n\n"), b"X-Action: FILTER\n\n");
+    assert_eq!(
+        out.message(b"X-Action: ignore\nX-Action: FILTER\n\n"),
+        b"X-Action: FILTER\n\n"
+    );
 }
 
 #[test]
@@ -159,10 +192,14 @@ fn replace_with_computed_bad_header_keeps_the_header() {
 fn prepend_at_end_of_unterminated_message() {
     let r = rules("/^Subject:/ PREPEND X-New: 1\n");
     assert_eq!(
-        r.apply(b"From: a\r\nSubject: s").message(b"From: a\r\nSubject: s"),
+        r.apply(b"From: a\r\nSubject: s")
+            .message(b"From: a\r\nSubject: s"),
         b"From: a\r\nX-New: 1\r\nSubject: s"
     );
-    assert_eq!(r.apply(b"Subject: s").message(b"Subject: s"), b"X-New: 1\nSubject: s");
+    assert_eq!(
+        r.apply(b"Subject: s").message(b"Subject: s"),
+        b"X-New: 1\nSubject: s"
+    );
 }
 
 #[test]
@@ -193,7 +230,7 @@ fn random_bytes(rng: &mut XorShift, alphabet: &[u8], max: usize) -> Vec<u8> {
     (0..len)
         .map(|_| {
             let r = rng.next();
-            if r % 8 == 0 {
+            if r.is_multiple_of(8) {
                 (r >> 8) as u8
             } else {
                 alphabet[(r >> 8) as usize % alphabet.len()]
@@ -204,7 +241,8 @@ fn random_bytes(rng: &mut XorShift, alphabet: &[u8], max: usize) -> Vec<u8> {
 
 #[test]
 fn never_panics_on_random_tables_and_messages() {
-    const TABLE_ALPHABET: &[u8] = b"/!#\\$()[]{}^.*+?|: \t\n\rimsxAEUXifendIFENDIF12aXSpm-DISCARDIGNOREPLACEREJECTHOLDWARN";
+    const TABLE_ALPHABET: &[u8] =
+        b"/!#\\$()[]{}^.*+?|: \t\n\rimsxAEUXifendIFENDIF12aXSpm-DISCARDIGNOREPLACEREJECTHOLDWARN";
     const MSG_ALPHABET: &[u8] = b"XSpamLevl-: \t\r\n\0aFrom<>Subject\x1b$B\xe9";
     let operator = rules(OPERATOR);
     let catch_all = rules(

@@ -48,8 +48,8 @@ fn golden_files() {
     let mut failures = Vec::new();
     for name in &names {
         let rules_path = rules_for(&dir, name);
-        let loaded = Rules::load(&rules_path)
-            .unwrap_or_else(|e| panic!("{}: {e}", rules_path.display()));
+        let loaded =
+            Rules::load(&rules_path).unwrap_or_else(|e| panic!("{}: {e}", rules_path.display()));
         let message = fs::read(dir.join(format!("{name}.eml"))).expect("eml");
         let outcome = loaded.rules.apply(&message);
         let report = outcome.report(&message);

@@ -103,13 +103,14 @@ fn every_problem_is_listed_at_postfix_lines() {
         .iter()
         .map(|e| {
             let rest = e.strip_prefix("hc.pcre:").unwrap_or_default();
-            rest.split(':').next().unwrap_or_default().parse().unwrap_or(0)
+            rest.split(':')
+                .next()
+                .unwrap_or_default()
+                .parse()
+                .unwrap_or(0)
         })
         .collect();
-    assert_eq!(
-        lines,
-        [3, 4, 5, 6, 7, 8, 9, 13, 14, 16, 17, 18, 19, 20, 21]
-    );
+    assert_eq!(lines, [3, 4, 5, 6, 7, 8, 9, 13, 14, 16, 17, 18, 19, 20, 21]);
 }
 
 #[test]
@@ -166,10 +167,16 @@ fn any_delimiter_and_escaped_delimiter() {
     )
     .expect("loads");
     assert_eq!(loaded.rules.len(), 3, "{:?}", loaded.warnings);
-    let out = loaded.rules.apply(b"X-A/B: 1\nSubject: a\"b\nFrom: x\n\nbody\n");
+    let out = loaded
+        .rules
+        .apply(b"X-A/B: 1\nSubject: a\"b\nFrom: x\n\nbody\n");
     let rules: Vec<&str> = out.hits.iter().map(|h| h.rule.as_str()).collect();
     assert_eq!(
         rules,
-        ["/^X-A\\/B:/ IGNORE", "\"a\\\"b\" WARN quote", "!%^X-% DUNNO"]
+        [
+            "/^X-A\\/B:/ IGNORE",
+            "\"a\\\"b\" WARN quote",
+            "!%^X-% DUNNO"
+        ]
     );
 }
