@@ -80,6 +80,23 @@ pub struct Relay {
     /// Timeout for each SMTP command/reply exchange with a primary.
     pub command_timeout: Duration,
     pub destination_concurrency: usize,
+    /// Callout answers "valid" are trusted this long.
+    pub verify_positive_ttl: Duration,
+    /// Callout answers "unknown" are trusted this long.
+    pub verify_negative_ttl: Duration,
+    /// What to do when a callout cannot get an answer.
+    pub on_unverifiable: OnUnverifiable,
+    /// Most callouts started per second (protects the primary).
+    pub verify_rate: u32,
+    /// Whole-callout time limit.
+    pub verify_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnverifiable {
+    Accept,
+    Tempfail,
 }
 
 /// A lookup-table path, remembering whether the admin chose it.
@@ -191,6 +208,11 @@ struct RawRelay {
     connect_timeout: Option<String>,
     command_timeout: Option<String>,
     destination_concurrency: Option<usize>,
+    verify_positive_ttl: Option<String>,
+    verify_negative_ttl: Option<String>,
+    on_unverifiable: Option<OnUnverifiable>,
+    verify_rate: Option<u32>,
+    verify_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -385,6 +407,19 @@ impl Config {
                 r.destination_concurrency,
                 20,
             ),
+            verify_positive_ttl: errs.duration(
+                "verify_positive_ttl",
+                r.verify_positive_ttl.as_deref(),
+                7 * 86400,
+            ),
+            verify_negative_ttl: errs.duration(
+                "verify_negative_ttl",
+                r.verify_negative_ttl.as_deref(),
+                3600,
+            ),
+            on_unverifiable: r.on_unverifiable.unwrap_or(OnUnverifiable::Accept),
+            verify_rate: errs.positive("verify_rate", r.verify_rate.map(|v| v as usize), 10) as u32,
+            verify_timeout: errs.duration("verify_timeout", r.verify_timeout.as_deref(), 30),
         };
         if let Some(res) = &relay.resolver {
             if res.parse::<std::net::SocketAddr>().is_err() {

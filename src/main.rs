@@ -7,7 +7,9 @@ mod logging;
 mod metrics;
 mod pipeline;
 mod queue;
+mod recipients;
 mod relay;
+mod scan;
 mod serve;
 mod smtp;
 mod tables;
@@ -45,9 +47,15 @@ enum Cmd {
     /// Read and edit the transport map.
     #[command(subcommand)]
     Transport(cli::transport_cmd::Command),
+    /// Check recipient validation.
+    #[command(subcommand)]
+    Recipients(cli::recipients_cmd::Command),
     /// Try header rules on a message.
     #[command(subcommand, name = "header-checks")]
     HeaderChecks(cli::header_checks_cmd::Command),
+    /// Write the manual pages into DIR (used by the packaging).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +67,16 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
     if let Cmd::CheckConfig = cli.cmd {
         return ExitCode::from(cli::check_config::run(&path, explicit) as u8);
+    }
+    if let Cmd::Man { dir } = &cli.cmd {
+        // Needs no configuration: runs on the build machine.
+        return match cli::man::run(dir) {
+            Ok(code) => ExitCode::from(code as u8),
+            Err(e) => {
+                eprintln!("mx2: {e:#}");
+                ExitCode::from(1)
+            }
+        };
     }
     let cfg = match Config::load(&path, explicit) {
         Ok(c) => c,
@@ -72,10 +90,14 @@ fn main() -> ExitCode {
             logging::init(cfg.log.format);
             serve::run(cfg)
         }
-        Cmd::CheckConfig => Ok(0),
+        Cmd::CheckConfig | Cmd::Man { .. } => Ok(0),
         Cmd::Queue(c) => {
             logging::init(cfg.log.format);
             cli::queue_cmd::run(c, &cfg)
+        }
+        Cmd::Recipients(c) => {
+            logging::init(cfg.log.format);
+            cli::recipients_cmd::run(c, cfg)
         }
         Cmd::Transport(c) => cli::transport_cmd::run(c, &cfg.relay.transport_map.path),
         Cmd::HeaderChecks(c) => cli::header_checks_cmd::run(c, &cfg.relay.header_checks.path),

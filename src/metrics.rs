@@ -112,6 +112,8 @@ pub struct Metrics {
     pub discarded: Counter,
     pub rejected: Counter,
     pub held: Counter,
+    /// RCPTs refused as unknown recipients (static list or callout).
+    pub recipients_rejected: Counter,
     pub delivered: Counter,
     pub deferred: Counter,
     pub bounced: Counter,
@@ -132,6 +134,7 @@ pub fn get() -> &'static Metrics {
         discarded: Counter::default(),
         rejected: Counter::default(),
         held: Counter::default(),
+        recipients_rejected: Counter::default(),
         delivered: Counter::default(),
         deferred: Counter::default(),
         bounced: Counter::default(),
@@ -150,7 +153,12 @@ pub fn get() -> &'static Metrics {
 pub fn render(conn: &rusqlite::Connection) -> Result<String> {
     let m = get();
     let mut out = String::new();
-    let counters: [(&str, &str, &Counter); 8] = [
+    let counters: [(&str, &str, &Counter); 9] = [
+        (
+            "mx2_recipients_rejected_total",
+            "RCPTs refused as unknown recipients (list or callout).",
+            &m.recipients_rejected,
+        ),
         (
             "mx2_messages_accepted_total",
             "Messages accepted and queued (250 after commit).",

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use anyhow::Result;
 use header_checks::Verdict;
 
-use crate::config::Config;
 use crate::queue::{self, MailParams, NewMessage, NewRecipient, Queue};
+use crate::scan::{self, Scanners};
 use crate::tables::Tables;
 
 /// Most `Received:` headers a message may carry (ours included) before it is
@@ -33,9 +33,8 @@ pub struct Envelope {
 
 /// What became of it; the session turns this into its reply.
 pub enum Disposition {
-    Queued {
-        held: bool,
-    },
+    /// Committed; `held` messages wait for `mx2 queue release`.
+    Queued,
     Discarded,
     /// A complete reply line (5xx).
     Rejected(String),
@@ -45,9 +44,10 @@ pub enum Disposition {
 
 /// Everything the post-DATA stages need.
 pub struct Pipeline {
-    pub cfg: Arc<Config>,
     pub tables: Arc<Tables>,
     pub queue: Queue,
+    /// spamd / clamd / milters from `[scan]` (may be none).
+    pub scanners: Scanners,
 }
 
 impl Pipeline {
@@ -64,8 +64,39 @@ impl Pipeline {
 }
 
 /// Runs the stages for one message.
-pub async fn accept(p: &Pipeline, env: Envelope, mut data: Vec<u8>) -> Disposition {
+pub async fn accept(p: &Pipeline, mut env: Envelope, data: Vec<u8>) -> Disposition {
     let id = env.id.clone();
+    let (mut data, scanned) = p.scanners.scan(&mut env, data).await;
+    let mut scan_hold = None;
+    match scanned {
+        scan::Verdict::Continue => {}
+        scan::Verdict::Hold(reason) => scan_hold = Some(reason),
+        scan::Verdict::Discard(why) => {
+            tracing::info!(
+                "{id}: discard: from={} nrcpt={} client={}: {why}",
+                fmt_addr(&env.sender),
+                env.recipients.len(),
+                env.client
+            );
+            return Disposition::Discarded;
+        }
+        scan::Verdict::Reject(reply) => {
+            tracing::info!(
+                "{id}: reject: from={} client={}: {reply}",
+                fmt_addr(&env.sender),
+                env.client
+            );
+            return Disposition::Rejected(reply);
+        }
+        scan::Verdict::TempFail(reply) => {
+            tracing::info!(
+                "{id}: tempfail: from={} client={}: {reply}",
+                fmt_addr(&env.sender),
+                env.client
+            );
+            return Disposition::TempFail(reply);
+        }
+    }
     let hops = count_received(&data);
     if hops > MAX_HOPS {
         tracing::info!(
@@ -97,7 +128,7 @@ pub async fn accept(p: &Pipeline, env: Envelope, mut data: Vec<u8>) -> Dispositi
     for e in &outcome.errors {
         tracing::warn!("{id}: header_checks: {e}");
     }
-    let mut hold_reason = None;
+    let mut hold_reason = scan_hold;
     match &outcome.verdict {
         Verdict::Accept => {}
         Verdict::Discard { text } => {
@@ -167,7 +198,7 @@ pub async fn accept(p: &Pipeline, env: Envelope, mut data: Vec<u8>) -> Dispositi
             if held {
                 m.held.inc();
             }
-            Disposition::Queued { held }
+            Disposition::Queued
         }
         Err(e) => {
             tracing::error!("{id}: queue write failed, client told to retry: {e:#}");

@@ -14,6 +14,8 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::queue::Queue;
+use crate::recipients::{CacheWriter, Verifier};
+use crate::scan::Scanners;
 use crate::smtp;
 use crate::tables::Tables;
 
@@ -35,15 +37,26 @@ async fn main(cfg: Config) -> Result<i32> {
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let listeners = smtp::bind(&cfg)?;
+    let scanners = Scanners::from_config(&cfg)?;
+    if !scanners.is_empty() {
+        tracing::info!("scanners: {}", scanners.describe());
+    }
     let pipeline = Pipeline {
-        cfg: cfg.clone(),
         tables: tables.clone(),
         queue: queue.clone(),
+        scanners,
     };
+    let verifier = Arc::new(Verifier::new(
+        cfg.clone(),
+        tables.clone(),
+        CacheWriter::Queue(queue.clone()),
+    )?);
+    tokio::spawn(verifier.clone().watch());
     let shared = Arc::new(smtp::Shared::new(
         cfg.clone(),
         tables.clone(),
         pipeline,
+        verifier,
         stop_rx.clone(),
     )?);
 

@@ -5,7 +5,7 @@
 //! file that fails to load keeps the previous table in force and the error
 //! is logged as `FILE:LINE: message`, so a typo never takes the relay down.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -150,9 +150,5 @@ impl Tables {
             // File reads and regex compiles are blocking work.
             let _ = tokio::task::spawn_blocking(move || me.reload(false)).await;
         }
-    }
-
-    pub fn paths(&self) -> (PathBuf, PathBuf) {
-        (self.transport_src.path.clone(), self.rules_src.path.clone())
     }
 }

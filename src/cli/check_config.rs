@@ -46,11 +46,18 @@ pub fn run(cfg_path: &std::path::Path, explicit: bool) -> i32 {
             eprintln!("{e:#}");
         }
     }
-    if let Some(rr) = &cfg.relay.relay_recipients {
-        if !rr.is_file() {
-            bad = true;
-            eprintln!("{}: cannot read relay_recipients", rr.display());
-        }
+    if let Err(e) = crate::recipients::load_list(cfg.relay.relay_recipients.as_ref()) {
+        bad = true;
+        eprintln!("{e}");
+    }
+    if let Err(e) = crate::scan::Scanners::from_config(&cfg) {
+        bad = true;
+        let file = cfg
+            .source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<defaults>".into());
+        eprintln!("{file}: [scan]: {e:#}");
     }
     if bad {
         1

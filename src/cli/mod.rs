@@ -2,5 +2,7 @@
 
 pub mod check_config;
 pub mod header_checks_cmd;
+pub mod man;
 pub mod queue_cmd;
+pub mod recipients_cmd;
 pub mod transport_cmd;

@@ -83,10 +83,6 @@ impl Queue {
     pub fn reader(&self) -> Result<Connection> {
         schema::open(&self.path)
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// Seconds since the epoch.

@@ -196,6 +196,8 @@ pub struct Session {
     pub command_timeout: Duration,
     /// Transactions completed on this session (reuse counter).
     pub transactions: u32,
+    /// The last transaction was abandoned: RSET before the next MAIL.
+    pub needs_rset: bool,
 }
 
 impl Session {
@@ -215,7 +217,12 @@ impl Session {
                     "connect to {relay}: Connection timed out"
                 )))
             }
-            Ok(Err(e)) => return Err(SmtpError::Io(format!("connect to {relay}: {}", os_text(&e)))),
+            Ok(Err(e)) => {
+                return Err(SmtpError::Io(format!(
+                    "connect to {relay}: {}",
+                    os_text(&e)
+                )))
+            }
             Ok(Ok(s)) => s,
         };
         let _ = tcp.set_nodelay(true);
@@ -229,8 +236,11 @@ impl Session {
             tls: false,
             command_timeout,
             transactions: 0,
+            needs_rset: false,
         };
-        let greeting = s.read_reply("while receiving the initial server greeting").await?;
+        let greeting = s
+            .read_reply("while receiving the initial server greeting")
+            .await?;
         Ok((s, greeting))
     }
 
@@ -431,8 +441,14 @@ mod tests {
 
     #[test]
     fn enhanced_codes_are_recognised_only_when_consistent() {
-        assert_eq!(reply(550, &["5.1.1 no such user"]).enhanced().as_deref(), Some("5.1.1"));
-        assert_eq!(reply(451, &["4.3.0 later"]).enhanced().as_deref(), Some("4.3.0"));
+        assert_eq!(
+            reply(550, &["5.1.1 no such user"]).enhanced().as_deref(),
+            Some("5.1.1")
+        );
+        assert_eq!(
+            reply(451, &["4.3.0 later"]).enhanced().as_deref(),
+            Some("4.3.0")
+        );
         assert_eq!(reply(550, &["4.1.1 mismatch"]).enhanced(), None);
         assert_eq!(reply(550, &["no code here"]).enhanced(), None);
         assert_eq!(reply(250, &["2.0.0"]).enhanced().as_deref(), Some("2.0.0"));

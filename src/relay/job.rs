@@ -17,7 +17,6 @@ pub struct Msg {
     pub arrival: i64,
     /// Envelope sender; empty for the null sender.
     pub sender: String,
-    pub size: i64,
     /// `BODY=` as received (`7BIT` / `8BITMIME`).
     pub body: Option<String>,
     pub smtputf8: bool,

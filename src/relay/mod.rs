@@ -1,14 +1,247 @@
-//! The relay engine (outbound delivery to the primaries).
+//! The relay engine: outbound delivery to the primaries (SPEC §6).
+//!
+//! How a queued recipient leaves:
+//!
+//! 1. `scheduler` leases due recipients (`store`), groups them into jobs —
+//!    one per message per destination (`route::destination`) — and queues
+//!    each job on its destination (`dest`).
+//! 2. `dest` starts `worker`s up to the destination's window (slow start,
+//!    dead-host probing). A worker opens a session (`connect`: DNS via
+//!    `route`, EHLO, STARTTLS per `tls`) with the SMTP client (`client`) and
+//!    runs one transaction per job (`deliver`), reusing the session.
+//! 3. Each attempt goes to the recorder (`record`), which applies the
+//!    results in one group commit: delete delivered recipients, defer with
+//!    backoff or expire (`retry`), queue DSNs (`bounce`), log.
+//!
+//! A recipient is leased (status `active`) from step 1 until step 3 has
+//! committed, so it is never delivered twice at once; after a crash the
+//! queue returns leased rows at the next start.
 
-use std::sync::Arc;
+mod bounce;
+pub(crate) mod client;
+pub(crate) mod connect;
+mod deliver;
+mod dest;
+mod job;
+pub(crate) mod outcome;
+mod record;
+mod retry;
+pub(crate) mod route;
+mod scheduler;
+mod store;
+pub(crate) mod tls;
+mod worker;
+mod xtext;
 
-use tokio::sync::watch;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use rusqlite::Connection;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::queue::Queue;
+use crate::queue::{self, Queue};
 use crate::tables::Tables;
 
-/// Starts the scheduler task.
+use connect::Connector;
+use dest::Dest;
+use job::Job;
+use outcome::Attempt;
+use route::{Destination, Resolver};
+use tls::TlsClient;
+
+/// How mx2 opens SMTP sessions to primaries (deliveries and callouts).
+pub fn connector(cfg: &Config) -> Result<Connector> {
+    Ok(Connector {
+        myname: cfg.hostname.clone(),
+        tls: TlsClient::new(cfg.relay.tls)?,
+        resolver: Resolver::new(cfg.relay.resolver.as_deref(), &cfg.hostname),
+        connect_timeout: cfg.relay.connect_timeout,
+        command_timeout: cfg.relay.command_timeout,
+    })
+}
+
+/// Starts the scheduler and the recorder (they run until `stop`).
 pub fn start(cfg: Arc<Config>, tables: Arc<Tables>, queue: Queue, stop: watch::Receiver<bool>) {
-    let _ = (cfg, tables, queue, stop);
+    let connector = match connector(&cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("relay: cannot set up outbound TLS ({e:#}); relay not started");
+            return;
+        }
+    };
+    let (results, rx) = mpsc::unbounded_channel();
+    let relay = Arc::new(Relay {
+        policy: retry::Policy::from_config(&cfg.queue),
+        readers: Readers::new(queue.clone()),
+        cfg,
+        tables,
+        queue,
+        connector,
+        dests: Mutex::new(HashMap::new()),
+        held: Mutex::new(HashSet::new()),
+        results,
+        stop,
+    });
+    tokio::spawn(record::run(relay.clone(), rx));
+    tokio::spawn(scheduler::run(relay));
+}
+
+/// What every part of the relay shares.
+pub struct Relay {
+    cfg: Arc<Config>,
+    tables: Arc<Tables>,
+    queue: Queue,
+    policy: retry::Policy,
+    connector: Connector,
+    readers: Readers,
+    dests: Mutex<HashMap<String, Arc<Dest>>>,
+    /// Recipients leased by this process and not yet recorded.
+    held: Mutex<HashSet<(String, i64)>>,
+    results: mpsc::UnboundedSender<Attempt>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Relay {
+    /// The destination object for `d`, created on first use.
+    fn dest(&self, d: Destination) -> Arc<Dest> {
+        let mut map = self.dests.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(d.key.clone())
+            .or_insert_with(|| Arc::new(Dest::new(d)))
+            .clone()
+    }
+
+    fn all_dests(&self) -> Vec<Arc<Dest>> {
+        let map = self.dests.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().cloned().collect()
+    }
+
+    fn drop_idle_dests(&self, after: Duration) {
+        let mut map = self.dests.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, d| !d.idle_for(after));
+    }
+
+    fn hold(&self, id: &str, idx: impl Iterator<Item = i64>) {
+        let mut h = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        h.extend(idx.map(|i| (id.to_string(), i)));
+    }
+
+    fn forget_keys(&self, keys: &[(String, i64)]) {
+        let mut h = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            h.remove(k);
+        }
+    }
+
+    /// A job that needs no record (its message was deleted meanwhile).
+    fn forget(&self, job: &Job) {
+        let keys: Vec<_> = job.keys().collect();
+        self.forget_keys(&keys);
+    }
+
+    fn held_keys(&self) -> HashSet<(String, i64)> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn in_flight(&self) -> usize {
+        self.held.lock().map(|h| h.len()).unwrap_or(0)
+    }
+
+    /// Hands an attempt to the recorder.
+    fn record(&self, a: Attempt) {
+        if let Err(e) = self.results.send(a) {
+            // Only when the recorder is gone (shutdown): the lease returns at next start.
+            tracing::warn!(
+                "relay: result of {} not recorded (stopping)",
+                e.0.job.msg.id
+            );
+        }
+    }
+
+    /// How long to wait for the reply to the end of DATA.
+    fn data_timeout(&self) -> Duration {
+        self.cfg.relay.command_timeout.saturating_mul(2)
+    }
+
+    fn observe_latency(&self, d: Duration) {
+        crate::metrics::get().delivery_seconds.observe(d);
+    }
+
+    /// Makes every waiting recipient routed to `dest` due now.
+    fn release_backlog(self: &Arc<Self>, dest: &Dest) {
+        let me = self.clone();
+        let key = dest.dest.key.clone();
+        tokio::spawn(async move {
+            let map = me.tables.transport();
+            let k = key.clone();
+            let res = me
+                .queue
+                .write(move |c| {
+                    let now = queue::now();
+                    let domains: Vec<String> = store::waiting_domains(c, now)?
+                        .into_iter()
+                        .filter(|d| {
+                            route::destination(&map, d, "smtp")
+                                .or_else(|_| route::destination(&map, d, "bounce"))
+                                .is_ok_and(|x| x.key == k)
+                        })
+                        .collect();
+                    store::release(c, &domains, now)
+                })
+                .await;
+            match res {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!("relay: destination {key} accepts mail again: {n} waiting recipients due now");
+                    me.queue.wakeup.notify_one();
+                }
+                Err(e) => tracing::error!("relay: cannot release the backlog of {key}: {e:#}"),
+            }
+        });
+    }
+}
+
+/// A few read connections for loading message bytes off the writer thread.
+pub struct Readers {
+    queue: Queue,
+    pool: Mutex<Vec<Connection>>,
+}
+
+/// Read connections kept open for reuse.
+const MAX_IDLE_READERS: usize = 8;
+
+impl Readers {
+    fn new(queue: Queue) -> Readers {
+        Readers {
+            queue,
+            pool: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The bytes of message `id`, or `None` if it was deleted.
+    async fn data(self: &Readers, id: &str) -> Result<Option<Vec<u8>>> {
+        let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+        let queue = self.queue.clone();
+        let id = id.to_string();
+        let (conn, res) = tokio::task::spawn_blocking(move || {
+            let conn = match pooled {
+                Some(c) => c,
+                None => match queue.reader() {
+                    Ok(c) => c,
+                    Err(e) => return (None, Err(e)),
+                },
+            };
+            let r = store::message_data(&conn, &id);
+            (Some(conn), r)
+        })
+        .await?;
+        if let (Some(conn), Ok(mut p)) = (conn, self.pool.lock()) {
+            if p.len() < MAX_IDLE_READERS {
+                p.push(conn);
+            }
+        }
+        res
+    }
 }

@@ -59,10 +59,17 @@ impl Policy {
     }
 
     /// Whether a delay DSN is due now for a recipient still being retried.
-    pub fn delay_warning_due(&self, now: i64, arrival: i64, warned: bool, notify: Option<&str>) -> bool {
+    pub fn delay_warning_due(
+        &self,
+        now: i64,
+        arrival: i64,
+        warned: bool,
+        notify: Option<&str>,
+    ) -> bool {
         match self.delay_warning {
             Some(d) if !warned => {
-                now.saturating_sub(arrival) >= d.as_secs() as i64 && notify_allows(notify, Notify::Delay)
+                now.saturating_sub(arrival) >= d.as_secs() as i64
+                    && notify_allows(notify, Notify::Delay)
             }
             _ => false,
         }
@@ -119,15 +126,22 @@ mod tests {
         let arrival = 1_000_000;
         assert_eq!(
             p.after_temp_fail(arrival + 10, arrival, 1),
-            AfterTempFail::Retry { next_attempt: arrival + 310 }
+            AfterTempFail::Retry {
+                next_attempt: arrival + 310
+            }
         );
         // The last retry is pulled in to the expiry moment.
         let near_end = arrival + 5 * 86400 - 60;
         assert_eq!(
             p.after_temp_fail(near_end, arrival, 40),
-            AfterTempFail::Retry { next_attempt: arrival + 5 * 86400 }
+            AfterTempFail::Retry {
+                next_attempt: arrival + 5 * 86400
+            }
         );
-        assert_eq!(p.after_temp_fail(arrival + 5 * 86400, arrival, 41), AfterTempFail::Expire);
+        assert_eq!(
+            p.after_temp_fail(arrival + 5 * 86400, arrival, 41),
+            AfterTempFail::Expire
+        );
     }
 
     #[test]
@@ -138,8 +152,14 @@ mod tests {
             max_lifetime: Duration::from_secs(3),
             delay_warning: None,
         };
-        assert_eq!(p.after_temp_fail(100, 100, 1), AfterTempFail::Retry { next_attempt: 101 });
-        assert_eq!(p.after_temp_fail(102, 100, 3), AfterTempFail::Retry { next_attempt: 103 });
+        assert_eq!(
+            p.after_temp_fail(100, 100, 1),
+            AfterTempFail::Retry { next_attempt: 101 }
+        );
+        assert_eq!(
+            p.after_temp_fail(102, 100, 3),
+            AfterTempFail::Retry { next_attempt: 103 }
+        );
         assert_eq!(p.after_temp_fail(103, 100, 4), AfterTempFail::Expire);
     }
 
@@ -162,7 +182,10 @@ mod tests {
         assert!(p.delay_warning_due(a + 4 * 3600, a, false, None));
         assert!(!p.delay_warning_due(a + 4 * 3600, a, true, None));
         assert!(!p.delay_warning_due(a + 4 * 3600, a, false, Some("FAILURE")));
-        let none = Policy { delay_warning: None, ..p };
+        let none = Policy {
+            delay_warning: None,
+            ..p
+        };
         assert!(!none.delay_warning_due(a + 9 * 3600, a, false, None));
     }
 }

@@ -276,7 +276,11 @@ impl Resolver {
 
     fn resolver(&self) -> Result<&TokioResolver, RcptResult> {
         self.inner.as_ref().map_err(|e| {
-            RcptResult::local(Class::Temp, "4.3.5", format!("DNS resolver unavailable: {e}"))
+            RcptResult::local(
+                Class::Temp,
+                "4.3.5",
+                format!("DNS resolver unavailable: {e}"),
+            )
         })
     }
 }
@@ -298,7 +302,12 @@ pub fn select_mx(
     // Shuffle first so that the stable sort keeps equal preferences random.
     records.shuffle(&mut rand::thread_rng());
     records.sort_by_key(|(p, _)| *p);
-    if let Some(mine) = records.iter().filter(|(_, n)| n == myname).map(|(p, _)| *p).min() {
+    if let Some(mine) = records
+        .iter()
+        .filter(|(_, n)| n == myname)
+        .map(|(p, _)| *p)
+        .min()
+    {
         records.retain(|(p, _)| *p < mine);
         if records.is_empty() {
             return Err(RcptResult::local(
@@ -352,7 +361,9 @@ fn dns_error(name: &str, rtype: &str, e: &NetError, implicit: bool) -> RcptResul
 fn build(server: Option<&str>) -> Result<TokioResolver, String> {
     let mut builder = match server {
         Some(s) => {
-            let addr: SocketAddr = s.parse().map_err(|_| format!("bad resolver address {s:?}"))?;
+            let addr: SocketAddr = s
+                .parse()
+                .map_err(|_| format!("bad resolver address {s:?}"))?;
             let mut udp = ConnectionConfig::udp();
             udp.port = addr.port();
             let mut tcp = ConnectionConfig::tcp();
@@ -392,10 +403,19 @@ mod tests {
         // Received mail never takes the `*` route.
         assert!(destination(&m, "elsewhere.example", "smtp").is_err());
         // Bounces do.
-        assert_eq!(destination(&m, "elsewhere.example", "bounce").unwrap().key, "[fallback.example]");
+        assert_eq!(
+            destination(&m, "elsewhere.example", "bounce").unwrap().key,
+            "[fallback.example]"
+        );
         let m = map("example.jp smtp:[192.0.2.1]\n");
-        assert_eq!(destination(&m, "sender.example", "bounce").unwrap().key, "sender.example");
-        assert_eq!(destination(&m, "[192.0.2.7]", "bounce").unwrap().key, "[192.0.2.7]");
+        assert_eq!(
+            destination(&m, "sender.example", "bounce").unwrap().key,
+            "sender.example"
+        );
+        assert_eq!(
+            destination(&m, "[192.0.2.7]", "bounce").unwrap().key,
+            "[192.0.2.7]"
+        );
     }
 
     #[test]
@@ -409,7 +429,10 @@ mod tests {
             select_mx("d.example", recs, "mx2.example").unwrap(),
             vec!["primary.example"]
         );
-        let recs = vec![(10, "mx2.example".to_string()), (10, "peer.example".to_string())];
+        let recs = vec![
+            (10, "mx2.example".to_string()),
+            (10, "peer.example".to_string()),
+        ];
         let e = select_mx("d.example", recs, "mx2.example").unwrap_err();
         assert_eq!(e.dsn, "5.4.6");
         assert_eq!(e.class, Class::Perm);

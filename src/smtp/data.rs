@@ -147,7 +147,7 @@ mod tests {
     #[test]
     fn ends_only_at_crlf_dot_crlf() {
         let (end, r) = run(b"Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n");
-        assert_eq!(end, Some(25));
+        assert_eq!(end, Some(24));
         assert_eq!(r.message, b"Subject: x\r\n\r\nhello\r\n");
     }
 

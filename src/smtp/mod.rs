@@ -33,6 +33,7 @@ pub struct Shared {
     pub cfg: Arc<Config>,
     pub tables: Arc<Tables>,
     pub pipeline: Pipeline,
+    pub verifier: Arc<crate::recipients::Verifier>,
     tls: RwLock<Option<TlsAcceptor>>,
     pub shutdown: watch::Receiver<bool>,
     pub greet_pause: Duration,
@@ -45,6 +46,7 @@ impl Shared {
         cfg: Arc<Config>,
         tables: Arc<Tables>,
         pipeline: Pipeline,
+        verifier: Arc<crate::recipients::Verifier>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Shared> {
         let tls = load_tls(&cfg)?;
@@ -52,6 +54,7 @@ impl Shared {
             cfg,
             tables,
             pipeline,
+            verifier,
             tls: RwLock::new(tls),
             shutdown,
             greet_pause: Duration::from_millis(200),

@@ -326,6 +326,24 @@ impl Session {
             );
             return conn.reply(&format!("554 5.7.1 <{shown}>: Relay access denied"));
         }
+        if self.shared.verifier.active() {
+            let v = self
+                .shared
+                .verifier
+                .check(&addr.local, &addr.domain, &addr.canonical)
+                .await;
+            if let Some(reply) = v.reply(shown) {
+                self.errors += 1;
+                crate::metrics::get().recipients_rejected.inc();
+                tracing::info!(
+                    "reject: RCPT from [{}]: <{shown}>: {}; from=<{}>",
+                    self.peer.ip(),
+                    v.source,
+                    txn.sender
+                );
+                return conn.reply(&reply);
+            }
+        }
         let mut r = NewRecipient {
             address: addr.canonical.clone(),
             notify: None,
@@ -446,7 +464,7 @@ impl Session {
             helo,
         };
         let reply = match pipeline::accept(&self.shared.pipeline, env, result.message).await {
-            Disposition::Queued { .. } => format!("250 2.0.0 Ok: queued as {id}"),
+            Disposition::Queued => format!("250 2.0.0 Ok: queued as {id}"),
             Disposition::Discarded => format!("250 2.0.0 Ok: queued as {id}"),
             Disposition::Rejected(r) | Disposition::TempFail(r) => r,
         };

@@ -295,3 +295,35 @@ pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+impl Daemon {
+    /// Like `start`, with the keys of `[queue]` (besides `path`; empty =
+    /// the 1s/2s backoff of `start`) and extra keys for `[relay]` given
+    /// separately, so tests can change backoff, lifetime or relay settings.
+    pub fn start_with(transport: &str, rules: &str, queue: &str, relay: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        std::fs::write(dir.path().join("transport.map"), transport).unwrap();
+        std::fs::write(dir.path().join("header_checks"), rules).unwrap();
+        let config = dir.path().join("mx2.toml");
+        let queue = if queue.is_empty() {
+            "min_backoff = \"1s\"\nmax_backoff = \"2s\"\n"
+        } else {
+            queue
+        };
+        let toml = format!(
+            "hostname = \"mx2.test\"\n[queue]\npath = \"queue.db\"\n{queue}\n[relay]\ntransport_map = \"transport.map\"\nheader_checks = \"header_checks\"\n{relay}\n[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n"
+        );
+        std::fs::write(&config, toml).unwrap();
+        let queue = dir.path().join("queue.db");
+        let mut d = Daemon {
+            dir,
+            port,
+            child: None,
+            config,
+            queue,
+        };
+        d.spawn();
+        d
+    }
+}

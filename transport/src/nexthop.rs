@@ -269,7 +269,9 @@ pub(crate) fn parse_result(value: &str) -> Result<(String, Vec<NextHop>), Vec<St
         None => (value, ""),
     };
     let mut errors = Vec::new();
-    if !transport.is_empty() && !SMTP_TRANSPORTS.contains(&transport) && !is_other_transport(transport)
+    if !transport.is_empty()
+        && !SMTP_TRANSPORTS.contains(&transport)
+        && !is_other_transport(transport)
     {
         // SPEC §4: the transport is optional (`example.jp [primary]`,
         // `example.jp primary:2525`). Postfix would read the text before the

@@ -1,0 +1,47 @@
+//! Callout answers kept in the queue database (`recipient_cache`), so they
+//! survive restarts and serve while the primary is down — the moment a
+//! backup MX needs them most.
+
+use anyhow::Result;
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// A remembered answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cached {
+    /// true = the primary accepted the address.
+    pub valid: bool,
+    pub reply: String,
+    /// Unix seconds.
+    pub checked_at: i64,
+}
+
+pub fn get(conn: &Connection, address: &str) -> Result<Option<Cached>> {
+    Ok(conn
+        .query_row(
+            "SELECT verdict, reply, checked_at FROM recipient_cache WHERE address = ?1",
+            [address.to_lowercase()],
+            |r| {
+                Ok(Cached {
+                    valid: r.get::<_, String>(0)? == "ok",
+                    reply: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    checked_at: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+pub fn put(conn: &Connection, address: &str, c: &Cached) -> Result<()> {
+    conn.execute(
+        "INSERT INTO recipient_cache (address, verdict, reply, checked_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(address) DO UPDATE SET verdict = excluded.verdict, reply = excluded.reply,
+                                            checked_at = excluded.checked_at",
+        params![
+            address.to_lowercase(),
+            if c.valid { "ok" } else { "unknown" },
+            c.reply,
+            c.checked_at
+        ],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! The relay's SQL. Every function takes a connection: those that change
+//! rows are called only inside `Queue::write` (the single writer, group
+//! commit), reads of message bytes use a reader connection.
+//!
+//! Leasing: due rows (`queued`/`deferred`, `next_attempt <= now`, message
+//! not held) become `active` with a `lease_until`. Only the writer changes
+//! status, and the lease query picks only non-active rows, so a recipient
+//! is never handed out twice. `Queue::open` returns rows left active by a
+//! dead process; `reclaim` returns rows whose lease ran out while this
+//! process no longer holds them.
+
+use std::collections::HashSet;
+
+use anyhow::{Context, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::job::{Msg, Rcpt};
+
+/// How long a lease is meant to last. A lease is only taken back from a
+/// process that no longer holds it, so this bounds how long a lost job
+/// (a bug, a failed commit) stays stuck, not how long a delivery may take.
+pub const LEASE_SECS: i64 = 600;
+
+/// A message and the recipients just leased from it.
+#[derive(Debug)]
+pub struct Leased {
+    pub msg: Msg,
+    pub rcpts: Vec<Rcpt>,
+}
+
+/// Leases the due recipients of up to `limit` messages, skipping recipients
+/// whose domain is in `exclude` (destinations whose backlog is full).
+pub fn lease_due(
+    conn: &Connection,
+    now: i64,
+    limit: usize,
+    exclude: &[String],
+) -> Result<Vec<Leased>> {
+    let exclude = serde_json::to_string(exclude)?;
+    let ids: Vec<String> = conn
+        .prepare_cached(
+            "SELECT DISTINCT r.msg_id FROM recipients r JOIN messages m ON m.id = r.msg_id
+             WHERE r.status IN ('queued','deferred') AND r.next_attempt <= ?1 AND m.held = 0
+               AND r.domain NOT IN (SELECT value FROM json_each(?2))
+             LIMIT ?3",
+        )?
+        .query_map(params![now, exclude, limit as i64], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()
+        .context("finding due recipients")?;
+    let mut out = Vec::with_capacity(ids.len());
+    let mut lease = conn.prepare_cached(
+        "UPDATE recipients SET status = 'active', lease_until = ?2
+         WHERE msg_id = ?1 AND status IN ('queued','deferred') AND next_attempt <= ?3
+           AND domain NOT IN (SELECT value FROM json_each(?4))
+         RETURNING idx, address, domain, attempts, notify, orcpt, warned",
+    )?;
+    let mut meta = conn.prepare_cached(
+        "SELECT arrival, sender, body, smtputf8, ret, envid, origin FROM messages WHERE id = ?1",
+    )?;
+    for id in ids {
+        let msg = meta
+            .query_row(params![id], |r| {
+                Ok(Msg {
+                    id: id.clone(),
+                    arrival: r.get(0)?,
+                    sender: r.get(1)?,
+                    body: r.get(2)?,
+                    smtputf8: r.get(3)?,
+                    ret: r.get(4)?,
+                    envid: r.get(5)?,
+                    origin: r.get(6)?,
+                })
+            })
+            .optional()?;
+        let Some(msg) = msg else { continue };
+        let mut rcpts: Vec<Rcpt> = lease
+            .query_map(params![id, now + LEASE_SECS, now, exclude], |r| {
+                Ok(Rcpt {
+                    idx: r.get(0)?,
+                    address: r.get(1)?,
+                    domain: r.get(2)?,
+                    attempts: r.get(3)?,
+                    notify: r.get(4)?,
+                    orcpt: r.get(5)?,
+                    warned: r.get(6)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()
+            .with_context(|| format!("leasing recipients of {id}"))?;
+        rcpts.sort_by_key(|r| r.idx);
+        if !rcpts.is_empty() {
+            out.push(Leased { msg, rcpts });
+        }
+    }
+    Ok(out)
+}
+
+/// The bytes of a message, or `None` if it is gone (deleted meanwhile).
+pub fn message_data(conn: &Connection, id: &str) -> Result<Option<Vec<u8>>> {
+    Ok(conn
+        .prepare_cached("SELECT data FROM messages WHERE id = ?1")?
+        .query_row(params![id], |r| r.get(0))
+        .optional()?)
+}
+
+/// A recipient is done (delivered or bounced). Returns whether it still existed.
+pub fn delete_rcpt(conn: &Connection, id: &str, idx: i64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("DELETE FROM recipients WHERE msg_id = ?1 AND idx = ?2")?
+        .execute(params![id, idx])?
+        > 0)
+}
+
+/// A recipient waits for another attempt.
+pub fn defer_rcpt(
+    conn: &Connection,
+    id: &str,
+    idx: i64,
+    next_attempt: i64,
+    reply: &str,
+    warned: bool,
+) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE recipients SET status = 'deferred', lease_until = NULL, attempts = attempts + 1,
+                    next_attempt = ?3, last_reply = ?4, warned = MAX(warned, ?5)
+             WHERE msg_id = ?1 AND idx = ?2",
+        )?
+        .execute(params![id, idx, next_attempt, reply, warned])?
+        > 0)
+}
+
+/// Deletes the message if it has no recipients left; returns whether it did.
+pub fn delete_message_if_done(conn: &Connection, id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM messages WHERE id = ?1
+               AND NOT EXISTS (SELECT 1 FROM recipients WHERE msg_id = ?1)",
+        )?
+        .execute(params![id])?
+        > 0)
+}
+
+/// Domains with recipients waiting for a later attempt.
+pub fn waiting_domains(conn: &Connection, now: i64) -> Result<Vec<String>> {
+    let v = conn
+        .prepare_cached(
+            "SELECT DISTINCT domain FROM recipients
+             WHERE status IN ('queued','deferred') AND next_attempt > ?1",
+        )?
+        .query_map(params![now], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(v)
+}
+
+/// Makes every waiting recipient of `domains` due now (backlog release).
+pub fn release(conn: &Connection, domains: &[String], now: i64) -> Result<usize> {
+    let list = serde_json::to_string(domains)?;
+    Ok(conn
+        .prepare_cached(
+            "UPDATE recipients SET next_attempt = ?1
+             WHERE status IN ('queued','deferred') AND next_attempt > ?1
+               AND domain IN (SELECT value FROM json_each(?2))",
+        )?
+        .execute(params![now, list])?)
+}
+
+/// Returns expired leases that this process does not hold (`held`) to the
+/// queue, due now. Returns how many.
+pub fn reclaim(conn: &Connection, now: i64, held: &HashSet<(String, i64)>) -> Result<usize> {
+    let expired: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT msg_id, idx FROM recipients WHERE status = 'active' AND lease_until < ?1",
+        )?
+        .query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut n = 0;
+    let mut upd = conn.prepare_cached(
+        "UPDATE recipients SET status = 'queued', lease_until = NULL,
+                next_attempt = MIN(next_attempt, ?3)
+         WHERE msg_id = ?1 AND idx = ?2 AND status = 'active'",
+    )?;
+    for key in expired.into_iter().filter(|k| !held.contains(k)) {
+        n += upd.execute(params![key.0, key.1, now])?;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{insert, schema, MailParams, NewMessage, NewRecipient};
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        schema::migrate(&mut c).unwrap();
+        c
+    }
+
+    fn put(c: &Connection, id: &str, rcpts: &[&str], held: bool) {
+        insert::insert_message(
+            c,
+            &NewMessage {
+                id: id.into(),
+                arrival: 100,
+                sender: "s@x.example".into(),
+                params: MailParams::default(),
+                recipients: rcpts
+                    .iter()
+                    .map(|a| NewRecipient {
+                        address: a.to_string(),
+                        notify: None,
+                        orcpt: None,
+                    })
+                    .collect(),
+                client: String::new(),
+                helo: String::new(),
+                hold_reason: held.then(|| "held".into()),
+                origin: "smtp",
+                data: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+            },
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn lease_skips_held_excluded_and_active() {
+        let c = db();
+        put(&c, "A", &["a@one.example", "b@two.example"], false);
+        put(&c, "B", &["c@one.example"], true);
+        let got = lease_due(&c, 200, 10, &["two.example".into()]).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].msg.id, "A");
+        assert_eq!(got[0].rcpts.len(), 1);
+        assert_eq!(got[0].rcpts[0].address, "a@one.example");
+        // Leased rows are not handed out again.
+        let again = lease_due(&c, 200, 10, &[]).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].rcpts[0].address, "b@two.example");
+        assert!(lease_due(&c, 200, 10, &[]).unwrap().is_empty());
+        // Not yet due.
+        put(&c, "C", &["d@one.example"], false);
+        assert!(lease_due(&c, 50, 10, &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn defer_delete_release_and_reclaim() {
+        let c = db();
+        put(&c, "A", &["a@one.example", "b@one.example"], false);
+        let got = lease_due(&c, 200, 10, &[]).unwrap();
+        assert_eq!(got[0].rcpts.len(), 2);
+        assert!(defer_rcpt(&c, "A", 0, 900, "try later", false).unwrap());
+        assert!(delete_rcpt(&c, "A", 1).unwrap());
+        assert!(!delete_message_if_done(&c, "A").unwrap());
+        assert_eq!(
+            waiting_domains(&c, 200).unwrap(),
+            vec!["one.example".to_string()]
+        );
+        assert_eq!(release(&c, &["one.example".into()], 200).unwrap(), 1);
+        let got = lease_due(&c, 200, 10, &[]).unwrap();
+        assert_eq!(got[0].rcpts[0].attempts, 1);
+        // An expired lease we still hold stays; one we don't comes back.
+        let held: HashSet<(String, i64)> = [("A".to_string(), 0)].into();
+        assert_eq!(reclaim(&c, 200 + LEASE_SECS + 1, &held).unwrap(), 0);
+        assert_eq!(
+            reclaim(&c, 200 + LEASE_SECS + 1, &HashSet::new()).unwrap(),
+            1
+        );
+        assert!(delete_rcpt(&c, "A", 0).unwrap());
+        assert!(delete_message_if_done(&c, "A").unwrap());
+        assert_eq!(message_data(&c, "A").unwrap(), None);
+    }
+}

@@ -1,0 +1,197 @@
+//! One connection's life: take jobs for a destination, one after another,
+//! over one session.
+//!
+//! Reusing the session for every message queued for the destination (no
+//! new TCP, EHLO and TLS per message) is what makes a backlog drain fast.
+//! An idle session is kept for `IDLE_KEEP` in case more mail comes, then
+//! closed with QUIT. A reused session found dead before the server said
+//! anything about the message is replaced once, without counting as an
+//! attempt.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::time::sleep_until;
+
+use super::client::Session;
+use super::deliver::{self, End};
+use super::dest::{ConnectFailure, Dest};
+use super::job::Job;
+use super::outcome::{Attempt, Class, RcptResult};
+use super::Relay;
+
+/// How long an open session waits for another job before QUIT.
+const IDLE_KEEP: Duration = Duration::from_secs(2);
+
+/// Runs until there is no more work (or the daemon stops).
+pub async fn run(relay: Arc<Relay>, dest: Arc<Dest>) {
+    let mut session: Option<Session> = None;
+    while let Some(job) = next_job(&relay, &dest, session.is_some()).await {
+        if session.is_none() {
+            if let Some(at) = dest.probe_wait() {
+                let mut stop = relay.stop.clone();
+                tokio::select! {
+                    _ = sleep_until(at.into()) => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+            }
+        }
+        if *relay.stop.borrow() {
+            // Leave the job leased: the next start returns it to the queue.
+            dest.done(&job);
+            break;
+        }
+        match deliver_job(&relay, &dest, &mut session, job).await {
+            Flow::Continue => {}
+            Flow::Exit => break,
+        }
+    }
+    // Account for the exit before the (slow) QUIT, so a job queued meanwhile
+    // gets a new worker at once.
+    let session = session.take();
+    if session.is_some() {
+        dest.disconnected();
+    }
+    dest.worker_exit(&relay);
+    if let Some(s) = session {
+        s.quit().await;
+    }
+}
+
+enum Flow {
+    Continue,
+    Exit,
+}
+
+/// Waits for a job. Without a session, only takes what is there now.
+async fn next_job(relay: &Relay, dest: &Dest, connected: bool) -> Option<Job> {
+    let deadline = Instant::now() + IDLE_KEEP;
+    let mut stop = relay.stop.clone();
+    loop {
+        let notified = dest.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if *stop.borrow() {
+            return None;
+        }
+        if let Some(j) = dest.take() {
+            return Some(j);
+        }
+        if !connected {
+            return None;
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = sleep_until(deadline.into()) => return None,
+            _ = stop.changed() => return None,
+        }
+    }
+}
+
+async fn deliver_job(
+    relay: &Arc<Relay>,
+    dest: &Arc<Dest>,
+    session: &mut Option<Session>,
+    job: Job,
+) -> Flow {
+    let data = match relay.readers.data(&job.msg.id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            // Deleted while waiting (queue delete): nothing to do or record.
+            dest.done(&job);
+            relay.forget(&job);
+            return Flow::Continue;
+        }
+        Err(e) => {
+            let r = RcptResult::local(
+                Class::Temp,
+                "4.3.0",
+                format!("cannot read the queued message: {e:#}"),
+            );
+            finish(relay, dest, Attempt::all(job, "none", r));
+            return Flow::Continue;
+        }
+    };
+    let started = Instant::now();
+    let mut fresh_tries = 0;
+    loop {
+        if session.is_none() {
+            match relay.connector.open(&dest.dest).await {
+                Ok(s) => {
+                    *session = Some(s);
+                    dest.connected(relay);
+                }
+                Err(r) if r.class == Class::Perm => {
+                    // DNS says this can never work (no such domain, loops to myself).
+                    finish(relay, dest, Attempt::all(job, "none", r));
+                    return Flow::Continue;
+                }
+                Err(r) => {
+                    match dest.connect_failed(job) {
+                        ConnectFailure::Requeued => {}
+                        ConnectFailure::Dead { jobs, newly } => {
+                            if newly {
+                                tracing::info!(
+                                    "relay: destination {} not answering ({}); probing it every {} s",
+                                    dest.dest.key,
+                                    r.text,
+                                    super::dest::PROBE_INTERVAL.as_secs()
+                                );
+                            }
+                            for (i, j) in jobs.into_iter().enumerate() {
+                                let res = if i == 0 { r.clone() } else { r.suspended() };
+                                relay.record(Attempt::all(j, "none", res));
+                            }
+                        }
+                    }
+                    return Flow::Exit;
+                }
+            }
+        }
+        let Some(s) = session.as_mut() else {
+            return Flow::Exit;
+        };
+        let out = deliver::transaction(s, &job, &data, relay.data_timeout()).await;
+        let relay_name = s.relay.clone();
+        let no_dsn = !s.caps.dsn;
+        if out.end != End::Open {
+            if let Some(s) = session.take() {
+                dest.disconnected();
+                if out.end == End::Broken {
+                    drop(s);
+                } else {
+                    s.quit().await;
+                }
+            }
+        }
+        if out.end == End::Stale && fresh_tries == 0 {
+            fresh_tries += 1;
+            continue;
+        }
+        let sent = out.results.iter().any(|r| r.class == Class::Sent);
+        if sent {
+            let retried = job.rcpts.iter().any(|r| r.attempts > 0);
+            let limit = relay.cfg.relay.destination_concurrency;
+            if dest.delivered(limit, retried, relay.cfg.queue.min_backoff) {
+                relay.release_backlog(dest);
+            }
+            dest.kick(relay);
+        }
+        let attempt = Attempt {
+            job,
+            relay: relay_name,
+            results: out.results,
+            peer_without_dsn: no_dsn,
+            finished: Instant::now(),
+        };
+        relay.observe_latency(started.elapsed());
+        finish(relay, dest, attempt);
+        return Flow::Continue;
+    }
+}
+
+/// Hands a finished attempt to the recorder.
+fn finish(relay: &Relay, dest: &Dest, a: Attempt) {
+    dest.done(&a.job);
+    relay.record(a);
+}

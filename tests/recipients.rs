@@ -1,0 +1,106 @@
+//! Recipient validation against a real primary (the in-test sink): the
+//! static list, callouts, the cache across restarts and while the primary
+//! is down, and `mx2 recipients check`.
+
+mod common;
+
+use common::sink::Sink;
+use common::Daemon;
+
+fn rcpt(d: &Daemon, addr: &str) -> String {
+    let mut c = d.client();
+    c.cmd("EHLO client.test");
+    c.cmd("MAIL FROM:<sender@sender.example>");
+    c.cmd(&format!("RCPT TO:<{addr}>"))
+}
+
+#[test]
+fn static_list_rejects_unknown_users_of_listed_domains() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("relay_recipients");
+    // Plain lines and Postfix relay_recipient_maps lines side by side.
+    std::fs::write(
+        &list,
+        "# valid\nalice@example.jp\nbob@example.jp   OK\n@catchall.example\n",
+    )
+    .unwrap();
+    let d = Daemon::start_with(
+        "example.jp smtp:[127.0.0.1]:9\nexample.net smtp:[127.0.0.1]:9\ncatchall.example smtp:[127.0.0.1]:9\n",
+        "",
+        "",
+        &format!("relay_recipients = \"{}\"\n", list.display()),
+    );
+    assert!(rcpt(&d, "alice@example.jp").starts_with("250"));
+    assert!(rcpt(&d, "BOB@Example.JP").starts_with("250"));
+    let r = rcpt(&d, "mallory@example.jp");
+    assert!(r.starts_with("550 5.1.1 <mallory@example.jp>"), "{r}");
+    assert!(
+        rcpt(&d, "anyone@example.net").starts_with("250"),
+        "no entries for the domain: accepted"
+    );
+    assert!(rcpt(&d, "anyone@catchall.example").starts_with("250"));
+    assert!(d.log().contains("not in static list"), "{}", d.log());
+
+    let (code, out, _) = d.cli(&["recipients", "check", "mallory@example.jp"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("reject") && out.contains("not in static list"),
+        "{out}"
+    );
+    let (code, out, _) = d.cli(&["recipients", "check", "alice@example.jp"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("accept (static list") && out.contains(":2)"),
+        "{out}"
+    );
+
+    // Reloaded without restart.
+    std::fs::write(
+        &list,
+        "alice@example.jp\nbob@example.jp\nmallory@example.jp\n",
+    )
+    .unwrap();
+    assert!(common::wait_for(5, || rcpt(&d, "mallory@example.jp").starts_with("250")));
+}
+
+#[test]
+fn callout_cache_survives_restart_and_serves_while_primary_is_down() {
+    let sink = Sink::start();
+    sink.set_rcpt_reply("mallory@example.jp", Some("550 5.1.1 User unknown"));
+    let map = format!("example.jp smtp:[127.0.0.1]:{}\n", sink.port);
+    let mut d = Daemon::start_with(&map, "", "", "recipient_verify = \"callout\"\n");
+
+    // Primary up: live callouts decide.
+    assert!(rcpt(&d, "alice@example.jp").starts_with("250"));
+    let r = rcpt(&d, "mallory@example.jp");
+    assert!(r.starts_with("550 5.1.1 <mallory@example.jp>"), "{r}");
+    assert_eq!(sink.count(), 0, "a callout never sends a message");
+    let (code, out, _) = d.cli(&["recipients", "check", "mallory@example.jp"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("cache (unknown"), "{out}");
+
+    // Restart with the primary down: the cache still answers.
+    d.kill9();
+    sink.down();
+    d.spawn();
+    assert!(rcpt(&d, "alice@example.jp").starts_with("250"));
+    assert!(rcpt(&d, "mallory@example.jp").starts_with("550 5.1.1"));
+    // Never asked, primary down: accepted (the point of a backup MX).
+    let r = rcpt(&d, "carol@example.jp");
+    assert!(r.starts_with("250"), "{r}");
+    assert!(d.log().contains("unverifiable, accepted"), "{}", d.log());
+}
+
+#[test]
+fn unverifiable_tempfail_when_configured() {
+    let sink = Sink::start_down();
+    let map = format!("example.jp smtp:[127.0.0.1]:{}\n", sink.port);
+    let d = Daemon::start_with(
+        &map,
+        "",
+        "",
+        "recipient_verify = \"callout\"\non_unverifiable = \"tempfail\"\nconnect_timeout = \"2s\"\n",
+    );
+    let r = rcpt(&d, "dave@example.jp");
+    assert!(r.starts_with("450 4.1.1 <dave@example.jp>"), "{r}");
+}

@@ -1,0 +1,962 @@
+//! The relay engine end to end: the real `mx2 serve` process, a raw SMTP
+//! client in front, the test sink (`common::sink`) playing the primary
+//! behind, and for MX tests a tiny DNS server on loopback.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::sink::Sink;
+use common::{wait_for, Daemon};
+use mail_parser::MimeHeaders;
+
+/// `(address, status, attempts, last_reply)` of every queued recipient.
+fn rows(d: &Daemon) -> Vec<(String, String, i64, Option<String>)> {
+    let db = d.db();
+    let mut st = db
+        .prepare(
+            "SELECT address, status, attempts, last_reply FROM recipients ORDER BY msg_id, idx",
+        )
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+fn messages(d: &Daemon) -> i64 {
+    d.db()
+        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn row(d: &Daemon, addr: &str) -> Option<(String, String, i64, Option<String>)> {
+    rows(d).into_iter().find(|r| r.0 == addr)
+}
+
+fn deferred(d: &Daemon, addr: &str) -> bool {
+    matches!(row(d, addr), Some((_, s, _, _)) if s == "deferred")
+}
+
+fn route(domain: &str, sink: &Sink) -> String {
+    format!("{domain} smtp:[127.0.0.1]:{}\n", sink.port)
+}
+
+fn message(subject: &str) -> Vec<u8> {
+    format!(
+        "From: Sender <s@sender.test>\r\nTo: u@example.jp\r\nSubject: {subject}\r\nMessage-ID: <{subject}@client.test>\r\n\r\nHello.\r\n"
+    )
+    .into_bytes()
+}
+
+const SLOW_RETRY: &str = "min_backoff = \"1h\"\nmax_backoff = \"1h\"\n";
+
+#[test]
+fn relays_byte_exact_after_the_primary_comes_back_and_a_flush() {
+    let sink = Sink::start_down();
+    let d = Daemon::start_with(&route("example.jp", &sink), "", SLOW_RETRY, "");
+    let mut body = b"From: Sender <s@sender.test>\r\nTo: u@example.jp\r\nSubject: exact\r\nMessage-ID: <exact@client.test>\r\nX-Folded: one\r\n\ttwo\r\n\r\n".to_vec();
+    body.extend_from_slice(
+        b".leading dot\r\n..two dots\r\n.\r\n \r\n\r\nmiddle\r\n\xe2\x82\xac eight-bit\r\n",
+    );
+    body.extend_from_slice(&[b'x'; 900]);
+    body.extend_from_slice(b"\r\n.\r\n");
+    let r = d
+        .client()
+        .send_mail("s@sender.test", &["u@example.jp"], &body);
+    assert!(r.starts_with("250"), "{r}");
+
+    assert!(
+        wait_for(10, || deferred(&d, "u@example.jp")),
+        "not deferred: {:?}\n{}",
+        rows(&d),
+        d.log()
+    );
+    let (_, _, attempts, reply) = row(&d, "u@example.jp").unwrap();
+    assert!(attempts >= 1);
+    let reply = reply.unwrap_or_default();
+    assert!(
+        reply.contains(&format!("127.0.0.1]:{}", sink.port))
+            && reply.contains("Connection refused"),
+        "{reply}"
+    );
+    let stored = d.stored().remove(0);
+    assert!(
+        stored.starts_with(b"Received: "),
+        "{}",
+        String::from_utf8_lossy(&stored)
+    );
+    assert!(
+        stored.ends_with(&body),
+        "stored data is not Received + original"
+    );
+
+    // Back up: with a 1 h backoff nothing moves until the flush.
+    sink.up();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(sink.count(), 0);
+    let (code, out, err) = d.cli(&["queue", "flush"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let flushed = Instant::now();
+    assert!(
+        wait_for(10, || sink.count() == 1),
+        "not delivered after flush\n{}",
+        d.log()
+    );
+    assert!(
+        flushed.elapsed() < Duration::from_secs(5),
+        "flush took {:?}",
+        flushed.elapsed()
+    );
+
+    let t = &sink.txns()[0];
+    assert_eq!(
+        t.data, stored,
+        "relayed bytes differ from the queued message"
+    );
+    assert_eq!(t.sender(), "s@sender.test");
+    assert_eq!(t.rcpts, vec!["u@example.jp".to_string()]);
+    assert!(wait_for(5, || messages(&d) == 0), "{:?}", rows(&d));
+    let log = d.log();
+    assert!(
+        log.contains("to=<u@example.jp>") && log.contains("status=deferred"),
+        "{log}"
+    );
+    assert!(
+        log.contains("status=sent (250 2.0.0 Ok: queued as SINK1)"),
+        "{log}"
+    );
+    assert!(log.contains(": removed"), "{log}");
+}
+
+#[test]
+fn etrn_sends_a_domains_backlog_now() {
+    let sink = Sink::start_down();
+    let d = Daemon::start_with(&route("example.jp", &sink), "", SLOW_RETRY, "");
+    let r = d
+        .client()
+        .send_mail("s@sender.test", &["u@example.jp"], &message("etrn"));
+    assert!(r.starts_with("250"), "{r}");
+    assert!(
+        wait_for(10, || deferred(&d, "u@example.jp")),
+        "{:?}",
+        rows(&d)
+    );
+    sink.up();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sink.count(), 0);
+    let mut c = d.client();
+    assert!(c.cmd("EHLO primary.test").starts_with("250"));
+    let r = c.cmd("ETRN example.jp");
+    assert!(r.starts_with("250"), "{r}");
+    assert!(
+        wait_for(5, || sink.count() == 1),
+        "ETRN did not flush\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn next_attempt_delivers_when_the_primary_is_back() {
+    let sink = Sink::start_down();
+    let d = Daemon::start(&route("example.jp", &sink), "", "");
+    let r = d
+        .client()
+        .send_mail("s@sender.test", &["u@example.jp"], &message("retry"));
+    assert!(r.starts_with("250"), "{r}");
+    assert!(
+        wait_for(10, || deferred(&d, "u@example.jp")),
+        "{:?}",
+        rows(&d)
+    );
+    sink.up();
+    assert!(
+        wait_for(10, || sink.count() == 1),
+        "not retried\n{}",
+        d.log()
+    );
+    assert!(wait_for(5, || messages(&d) == 0));
+}
+
+#[test]
+fn per_recipient_results_and_a_bounce_for_the_5xx() {
+    let sink = Sink::start();
+    sink.set_rcpt_reply("later@example.jp", Some("451 4.3.0 Try again later"));
+    sink.set_rcpt_reply(
+        "bad@example.jp",
+        Some("550 5.1.1 <bad@example.jp>: Recipient address rejected: User unknown"),
+    );
+    let map = format!(
+        "{}{}",
+        route("example.jp", &sink),
+        route("sender.test", &sink)
+    );
+    let d = Daemon::start_with(&map, "", SLOW_RETRY, "");
+    let r = d.client().send_mail(
+        "s@sender.test",
+        &["ok@example.jp", "later@example.jp", "bad@example.jp"],
+        &message("mixed"),
+    );
+    assert!(r.starts_with("250"), "{r}");
+
+    assert!(
+        wait_for(10, || sink.to("s@sender.test").len() == 1),
+        "no DSN\n{}",
+        d.log()
+    );
+    // One transaction carried all three recipients.
+    let main = sink.to("ok@example.jp");
+    assert_eq!(main.len(), 1);
+    assert_eq!(main[0].rcpt_lines.len(), 3, "{:?}", main[0]);
+    assert_eq!(main[0].rcpts, vec!["ok@example.jp".to_string()]);
+
+    let dsn = &sink.to("s@sender.test")[0];
+    assert_eq!(
+        dsn.mail_from.split_whitespace().next(),
+        Some("<>"),
+        "{}",
+        dsn.mail_from
+    );
+    check_dsn(
+        &dsn.data,
+        "bad@example.jp",
+        "failed",
+        "5.1.1",
+        Some("Subject: mixed"),
+    );
+    let text = dsn.text();
+    assert!(
+        text.contains("Diagnostic-Code: smtp; 550 5.1.1 <bad@example.jp>"),
+        "{text}"
+    );
+    assert!(text.contains("Remote-MTA: dns; 127.0.0.1"), "{text}");
+    assert!(
+        !text.contains("later@example.jp"),
+        "the deferred recipient is not in the DSN: {text}"
+    );
+    assert!(
+        !text.contains("Hello."),
+        "RET default returns headers only: {text}"
+    );
+
+    let (_, status, attempts, reply) = row(&d, "later@example.jp").expect("later@ still queued");
+    assert_eq!(status, "deferred");
+    assert_eq!(attempts, 1);
+    let reply = reply.unwrap_or_default();
+    assert!(
+        reply.contains("said: 451 4.3.0 Try again later (in reply to RCPT TO command)"),
+        "{reply}"
+    );
+    assert!(row(&d, "ok@example.jp").is_none() && row(&d, "bad@example.jp").is_none());
+
+    // The 451 clears: only that recipient is sent again.
+    sink.set_rcpt_reply("later@example.jp", None);
+    d.cli(&["queue", "flush"]);
+    assert!(
+        wait_for(10, || sink.to("later@example.jp").len() == 1),
+        "{}",
+        d.log()
+    );
+    assert!(wait_for(5, || messages(&d) == 0), "{:?}", rows(&d));
+    assert_eq!(sink.to("ok@example.jp").len(), 1);
+    assert_eq!(sink.to("s@sender.test").len(), 1);
+    let log = d.log();
+    assert!(
+        log.contains("to=<bad@example.jp>") && log.contains("status=bounced"),
+        "{log}"
+    );
+    assert!(log.contains("sender non-delivery notification"), "{log}");
+}
+
+/// Checks the RFC 3464 shape of a DSN with mail-parser.
+fn check_dsn(data: &[u8], rcpt: &str, action: &str, status: &str, original: Option<&str>) {
+    let text = String::from_utf8_lossy(data);
+    let m = mail_parser::MessageParser::default()
+        .parse(data)
+        .expect("DSN parses");
+    let ct = m.content_type().expect("content type");
+    assert_eq!(ct.ctype(), "multipart");
+    assert_eq!(ct.subtype(), Some("report"));
+    assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
+    assert!(text.starts_with("From: MAILER-DAEMON@mx2.test"), "{text}");
+    let subparts: Vec<String> = m
+        .parts
+        .iter()
+        .skip(1)
+        .filter_map(|p| p.content_type())
+        .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")))
+        .collect();
+    assert!(subparts.len() >= 3, "{subparts:?}\n{text}");
+    assert_eq!(subparts[0], "text/plain", "{text}");
+    assert_eq!(subparts[1], "message/delivery-status", "{text}");
+    assert!(
+        subparts[2] == "text/rfc822-headers" || subparts[2] == "message/rfc822",
+        "{subparts:?}"
+    );
+    for f in [
+        "Reporting-MTA: dns; mx2.test".to_string(),
+        format!("Final-Recipient: rfc822; {rcpt}"),
+        format!("Action: {action}"),
+        format!("Status: {status}"),
+    ] {
+        assert!(text.contains(&f), "missing {f:?}:\n{text}");
+    }
+    if let Some(o) = original {
+        assert!(text.contains(o), "original headers missing:\n{text}");
+    }
+}
+
+#[test]
+fn expired_mail_bounces_to_the_sender() {
+    let primary = Sink::start_down();
+    let senders = Sink::start();
+    let map = format!(
+        "{}{}",
+        route("example.jp", &primary),
+        route("sender.test", &senders)
+    );
+    let d = Daemon::start_with(
+        &map,
+        "",
+        "min_backoff = \"1s\"\nmax_backoff = \"1s\"\nmax_lifetime = \"3s\"\n",
+        "",
+    );
+    let r = d
+        .client()
+        .send_mail("s@sender.test", &["u@example.jp"], &message("expiry"));
+    assert!(r.starts_with("250"), "{r}");
+    assert!(
+        wait_for(20, || senders.count() == 1),
+        "no expiry DSN\n{}",
+        d.log()
+    );
+    let dsn = &senders.txns()[0];
+    check_dsn(
+        &dsn.data,
+        "u@example.jp",
+        "failed",
+        "4.4.1",
+        Some("Subject: expiry"),
+    );
+    assert!(dsn.text().contains("Connection refused"), "{}", dsn.text());
+    assert!(wait_for(5, || messages(&d) == 0), "{:?}", rows(&d));
+    assert!(
+        d.log().contains("status=expired, returned to sender"),
+        "{}",
+        d.log()
+    );
+    assert_eq!(primary.count(), 0);
+}
+
+#[test]
+fn one_delay_warning_when_delay_warning_is_set() {
+    let primary = Sink::start_down();
+    let senders = Sink::start();
+    let map = format!(
+        "{}{}",
+        route("example.jp", &primary),
+        route("sender.test", &senders)
+    );
+    let d = Daemon::start_with(
+        &map,
+        "",
+        "min_backoff = \"1s\"\nmax_backoff = \"1s\"\ndelay_warning = \"2s\"\n",
+        "",
+    );
+    let r = d
+        .client()
+        .send_mail("s@sender.test", &["u@example.jp"], &message("slow"));
+    assert!(r.starts_with("250"), "{r}");
+    assert!(
+        wait_for(15, || senders.count() == 1),
+        "no delay DSN\n{}",
+        d.log()
+    );
+    let dsn = &senders.txns()[0];
+    check_dsn(
+        &dsn.data,
+        "u@example.jp",
+        "delayed",
+        "4.4.1",
+        Some("Subject: slow"),
+    );
+    assert!(dsn.text().contains("Will-Retry-Until: "), "{}", dsn.text());
+    assert!(dsn
+        .text()
+        .contains("Subject: Delayed Mail (still being retried)"));
+    // Still queued, warned once only.
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(senders.count(), 1);
+    assert!(deferred(&d, "u@example.jp"));
+    let warned: i64 = d
+        .db()
+        .query_row("SELECT warned FROM recipients", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(warned, 1);
+}
+
+#[test]
+fn no_dsn_for_null_sender_or_notify_never() {
+    let sink = Sink::start();
+    sink.set_rcpt_reply("bad@example.jp", Some("550 5.1.1 no such user"));
+    let map = format!(
+        "{}{}",
+        route("example.jp", &sink),
+        route("sender.test", &sink)
+    );
+    let d = Daemon::start(&map, "", "");
+    let mut c = d.client();
+    assert!(c
+        .send_mail("", &["bad@example.jp"], &message("nullsender"))
+        .starts_with("250"));
+    let mut c = d.client();
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<s@sender.test>").starts_with("250"));
+    let r = c.cmd("RCPT TO:<bad@example.jp> NOTIFY=NEVER");
+    assert!(r.starts_with("250"), "{r}");
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send_raw(b"Subject: never\r\n\r\nx\r\n.\r\n");
+    assert!(c.reply().starts_with("250"));
+    assert!(wait_for(10, || messages(&d) == 0), "{:?}", rows(&d));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sink.count(), 0, "no DSN may be sent: {:?}", sink.txns());
+    assert_eq!(d.log().matches("status=bounced").count(), 2, "{}", d.log());
+}
+
+#[test]
+fn dsn_parameters_are_passed_on() {
+    let sink = Sink::start();
+    let d = Daemon::start(&route("example.jp", &sink), "", "");
+    let mut c = d.client();
+    let ehlo = c.cmd("EHLO client.test");
+    assert!(ehlo.contains("DSN"), "{ehlo}");
+    let r = c.cmd("MAIL FROM:<s@sender.test> RET=HDRS ENVID=env+2B42");
+    assert!(r.starts_with("250"), "{r}");
+    let r = c.cmd("RCPT TO:<u@example.jp> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Orig+2Bx@example.jp");
+    assert!(r.starts_with("250"), "{r}");
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send_raw(b"Subject: dsn params\r\n\r\nbody\r\n.\r\n");
+    assert!(c.reply().starts_with("250"));
+    assert!(wait_for(10, || sink.count() == 1), "{}", d.log());
+    let t = &sink.txns()[0];
+    assert!(t.mail_from.contains("RET=HDRS"), "{}", t.mail_from);
+    assert!(t.mail_from.contains("ENVID=env+2B42"), "{}", t.mail_from);
+    assert_eq!(
+        t.rcpt_lines[0],
+        "<u@example.jp> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Orig+2Bx@example.jp"
+    );
+}
+
+#[test]
+fn success_notify_to_a_primary_without_dsn_sends_relayed() {
+    let sink = Sink::start();
+    sink.set_dsn(false);
+    let map = format!(
+        "{}{}",
+        route("example.jp", &sink),
+        route("sender.test", &sink)
+    );
+    let d = Daemon::start(&map, "", "");
+    let mut c = d.client();
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<s@sender.test>").starts_with("250"));
+    assert!(c
+        .cmd("RCPT TO:<u@example.jp> NOTIFY=SUCCESS")
+        .starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send_raw(b"Subject: relayed\r\n\r\nbody\r\n.\r\n");
+    assert!(c.reply().starts_with("250"));
+    assert!(
+        wait_for(10, || sink.to("s@sender.test").len() == 1),
+        "{}",
+        d.log()
+    );
+    let t = &sink.to("u@example.jp")[0];
+    assert_eq!(
+        t.rcpt_lines[0], "<u@example.jp>",
+        "no DSN parameters to a non-DSN peer"
+    );
+    check_dsn(
+        &sink.to("s@sender.test")[0].data,
+        "u@example.jp",
+        "relayed",
+        "2.0.0",
+        None,
+    );
+}
+
+#[test]
+fn kill_during_delivery_delivers_after_restart_at_most_once_more() {
+    let sink = Sink::start();
+    sink.set_stall(true);
+    let mut d = Daemon::start(&route("example.jp", &sink), "", "");
+    let r = d
+        .client()
+        .send_mail("s@sender.test", &["u@example.jp"], &message("crash"));
+    assert!(r.starts_with("250"), "{r}");
+    // The sink has the message but never answers the final dot.
+    assert!(wait_for(10, || sink.count() == 1), "{}", d.log());
+    assert_eq!(
+        row(&d, "u@example.jp").map(|r| r.1),
+        Some("active".to_string())
+    );
+    d.kill9();
+    sink.set_stall(false);
+    d.spawn();
+    assert!(
+        wait_for(15, || sink.count() >= 2 && messages(&d) == 0),
+        "{}\n{:?}",
+        d.log(),
+        rows(&d)
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let txns = sink.txns();
+    assert_eq!(txns.len(), 2, "one original and at most one duplicate");
+    assert_eq!(txns[0].data, txns[1].data);
+}
+
+#[test]
+fn opportunistic_tls_falls_back_to_plain_and_required_defers() {
+    let sink = Sink::start();
+    sink.set_broken_starttls(true);
+    let d = Daemon::start(&route("example.jp", &sink), "", "");
+    assert!(d
+        .client()
+        .send_mail("s@sender.test", &["u@example.jp"], &message("tls"))
+        .starts_with("250"));
+    assert!(
+        wait_for(10, || sink.count() == 1),
+        "no plain-text fallback\n{}",
+        d.log()
+    );
+
+    let strict = Sink::start();
+    strict.set_broken_starttls(true);
+    let d = Daemon::start_with(
+        &route("example.jp", &strict),
+        "",
+        SLOW_RETRY,
+        "tls = \"required\"\n",
+    );
+    assert!(d
+        .client()
+        .send_mail("s@sender.test", &["u@example.jp"], &message("tls2"))
+        .starts_with("250"));
+    assert!(
+        wait_for(10, || deferred(&d, "u@example.jp")),
+        "{:?}\n{}",
+        rows(&d),
+        d.log()
+    );
+    let reply = row(&d, "u@example.jp").unwrap().3.unwrap_or_default();
+    assert!(reply.contains("TLS"), "{reply}");
+    assert_eq!(strict.count(), 0);
+}
+
+#[test]
+fn a_domain_removed_from_the_table_is_deferred_with_a_clear_reason() {
+    let sink = Sink::start_down();
+    let d = Daemon::start_with(&route("example.jp", &sink), "", SLOW_RETRY, "");
+    assert!(d
+        .client()
+        .send_mail("s@sender.test", &["u@example.jp"], &message("noroute"))
+        .starts_with("250"));
+    assert!(wait_for(10, || deferred(&d, "u@example.jp")));
+    std::fs::write(d.path("transport.map"), "other.jp smtp:[127.0.0.1]:9\n").unwrap();
+    d.signal("HUP");
+    std::thread::sleep(Duration::from_millis(1500));
+    d.cli(&["queue", "flush"]);
+    assert!(
+        wait_for(10, || row(&d, "u@example.jp")
+            .and_then(|r| r.3)
+            .is_some_and(
+                |t| t.contains("no transport map entry for domain example.jp")
+            )),
+        "{:?}\n{}",
+        rows(&d),
+        d.log()
+    );
+}
+
+#[test]
+fn a_thousand_messages_queued_while_down_all_arrive() {
+    let sink = Sink::start_down();
+    let d = Daemon::start(&route("example.jp", &sink), "", "");
+    let port = d.port;
+    let started = Instant::now();
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = common::Client::connect(port);
+                assert!(c.cmd("EHLO client.test").starts_with("250"));
+                for i in 0..250 {
+                    assert!(c.cmd("MAIL FROM:<s@sender.test>").starts_with("250"));
+                    assert!(c.cmd("RCPT TO:<u@example.jp>").starts_with("250"));
+                    assert!(c.cmd("DATA").starts_with("354"));
+                    c.send_raw(format!("Subject: n{t}-{i}\r\nMessage-ID: <n{t}-{i}@client.test>\r\n\r\nbody\r\n.\r\n").as_bytes());
+                    let r = c.reply();
+                    assert!(r.starts_with("250"), "{r}");
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    let accepted = started.elapsed();
+    assert_eq!(messages(&d), 1000);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sink.count(), 0);
+    sink.up();
+    let back = Instant::now();
+    assert!(
+        wait_for(90, || sink.count() >= 1000),
+        "only {} delivered\n{}",
+        sink.count(),
+        d.log().len()
+    );
+    let drained = back.elapsed();
+    assert!(wait_for(20, || messages(&d) == 0), "{} left", messages(&d));
+    let ids: HashSet<String> = sink
+        .txns()
+        .iter()
+        .filter_map(|t| {
+            t.text()
+                .lines()
+                .find(|l| l.starts_with("Message-ID:"))
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(ids.len(), 1000, "every message arrived");
+    assert!(
+        sink.max_concurrent() <= 20,
+        "concurrency limit: {}",
+        sink.max_concurrent()
+    );
+    eprintln!(
+        "1000 messages: accepted in {accepted:?}; drained in {drained:?} after the primary came back; {} transactions over {} connections",
+        sink.count(),
+        sink.connections()
+    );
+}
+
+/// Throughput with a fast sink: run with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput_end_to_end() {
+    let n_clients = 20;
+    let per_client = 250;
+    let sink = Sink::start();
+    let d = Daemon::start(&route("example.jp", &sink), "", "");
+    let port = d.port;
+    let started = Instant::now();
+    let senders: Vec<_> = (0..n_clients)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = common::Client::connect(port);
+                assert!(c.cmd("EHLO client.test").starts_with("250"));
+                for i in 0..per_client {
+                    assert!(c.cmd("MAIL FROM:<s@sender.test>").starts_with("250"));
+                    assert!(c.cmd("RCPT TO:<u@example.jp>").starts_with("250"));
+                    assert!(c.cmd("DATA").starts_with("354"));
+                    c.send_raw(format!("Subject: t{t}-{i}\r\n\r\nbody\r\n.\r\n").as_bytes());
+                    assert!(c.reply().starts_with("250"));
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    let accepted = started.elapsed();
+    let total = n_clients * per_client;
+    assert!(wait_for(120, || sink.count() >= total));
+    let all = started.elapsed();
+    eprintln!(
+        "{total} messages: accepted in {accepted:?} ({:.0} msg/s), relayed by {all:?} ({:.0} msg/s end to end), {} connections",
+        total as f64 / accepted.as_secs_f64(),
+        total as f64 / all.as_secs_f64(),
+        sink.connections()
+    );
+}
+
+#[test]
+fn mx_lookup_skips_this_host_and_worse_and_bounces_a_loop() {
+    let sink = Sink::start_down();
+    let senders = Sink::start();
+    let dns = dns::Dns::start(vec![
+        ("example.test", dns::Rec::Mx(5, "primary.test")),
+        ("example.test", dns::Rec::Mx(10, "mx2.test")),
+        ("example.test", dns::Rec::Mx(20, "other.test")),
+        ("primary.test", dns::Rec::A([127, 0, 0, 1])),
+        ("other.test", dns::Rec::A([127, 0, 0, 2])),
+        ("loop.test", dns::Rec::Mx(10, "mx2.test")),
+        ("loop.test", dns::Rec::Mx(20, "other.test")),
+        ("nomx.test", dns::Rec::A([127, 0, 0, 1])),
+    ]);
+    let p = sink.port;
+    let map = format!(
+        "example.test smtp:example.test:{p}\nloop.test smtp:loop.test:{p}\nnomx.test smtp:nomx.test:{p}\n{}",
+        route("sender.test", &senders)
+    );
+    let d = Daemon::start_with(
+        &map,
+        "",
+        SLOW_RETRY,
+        &format!("resolver = \"{}\"\n", dns.addr),
+    );
+    assert!(d
+        .client()
+        .send_mail("s@sender.test", &["u@example.test"], &message("mx"))
+        .starts_with("250"));
+    assert!(
+        wait_for(10, || deferred(&d, "u@example.test")),
+        "{:?}\n{}",
+        rows(&d),
+        d.log()
+    );
+    let reply = row(&d, "u@example.test").unwrap().3.unwrap_or_default();
+    assert!(
+        reply.contains(&format!("primary.test[127.0.0.1]:{p}")),
+        "{reply}"
+    );
+    assert!(
+        !reply.contains("other.test"),
+        "worse MX than this host must not be tried: {reply}"
+    );
+
+    sink.up();
+    d.cli(&["queue", "flush"]);
+    assert!(
+        wait_for(10, || sink.to("u@example.test").len() == 1),
+        "{}",
+        d.log()
+    );
+
+    // No MX: the domain's own address.
+    assert!(d
+        .client()
+        .send_mail("s@sender.test", &["u@nomx.test"], &message("nomx"))
+        .starts_with("250"));
+    assert!(
+        wait_for(10, || sink.to("u@nomx.test").len() == 1),
+        "{}",
+        d.log()
+    );
+
+    // Only this host and worse: loops back to myself, bounced.
+    assert!(d
+        .client()
+        .send_mail("s@sender.test", &["u@loop.test"], &message("loop"))
+        .starts_with("250"));
+    assert!(wait_for(10, || senders.count() == 1), "{}", d.log());
+    check_dsn(
+        &senders.txns()[0].data,
+        "u@loop.test",
+        "failed",
+        "5.4.6",
+        Some("Subject: loop"),
+    );
+    assert!(senders.txns()[0].text().contains("loops back to myself"));
+}
+
+/// A tiny authoritative DNS server on loopback UDP for MX tests.
+mod dns {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::thread::JoinHandle;
+    use std::time::Duration;
+
+    #[derive(Clone, Debug)]
+    pub enum Rec {
+        Mx(u16, &'static str),
+        A([u8; 4]),
+    }
+
+    pub struct Dns {
+        pub addr: SocketAddr,
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl Dns {
+        pub fn start(records: Vec<(&'static str, Rec)>) -> Dns {
+            let sock = UdpSocket::bind("127.0.0.1:0").expect("bind dns");
+            sock.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let addr = sock.local_addr().unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let s2 = stop.clone();
+            let thread = std::thread::spawn(move || {
+                let mut buf = [0u8; 1500];
+                while !s2.load(Ordering::SeqCst) {
+                    let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    if let Some(resp) = answer(&buf[..n], &records) {
+                        let _ = sock.send_to(&resp, peer);
+                    }
+                }
+            });
+            Dns {
+                addr,
+                stop,
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for Dns {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn encode_name(name: &str, out: &mut Vec<u8>) {
+        for label in name
+            .trim_end_matches('.')
+            .split('.')
+            .filter(|l| !l.is_empty())
+        {
+            out.push(label.len() as u8);
+            out.extend_from_slice(label.as_bytes());
+        }
+        out.push(0);
+    }
+
+    fn answer(q: &[u8], records: &[(&'static str, Rec)]) -> Option<Vec<u8>> {
+        if q.len() < 12 {
+            return None;
+        }
+        // The question name.
+        let mut i = 12;
+        let mut labels = Vec::new();
+        loop {
+            let len = *q.get(i)? as usize;
+            i += 1;
+            if len == 0 {
+                break;
+            }
+            labels.push(String::from_utf8_lossy(q.get(i..i + len)?).to_ascii_lowercase());
+            i += len;
+        }
+        let qtype = u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?]);
+        let question_end = i + 4;
+        let name = labels.join(".");
+        let known = records.iter().any(|(n, _)| *n == name);
+        let mut answers = Vec::new();
+        let mut count = 0u16;
+        for (n, r) in records.iter().filter(|(n, _)| *n == name) {
+            let (rtype, rdata) = match r {
+                Rec::Mx(pref, host) if qtype == 15 => {
+                    let mut d = pref.to_be_bytes().to_vec();
+                    encode_name(host, &mut d);
+                    (15u16, d)
+                }
+                Rec::A(ip) if qtype == 1 => (1u16, ip.to_vec()),
+                _ => continue,
+            };
+            let _ = n;
+            answers.extend_from_slice(&[0xC0, 0x0C]);
+            answers.extend_from_slice(&rtype.to_be_bytes());
+            answers.extend_from_slice(&1u16.to_be_bytes());
+            answers.extend_from_slice(&60u32.to_be_bytes());
+            answers.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            answers.extend_from_slice(&rdata);
+            count += 1;
+        }
+        let rcode = if known { 0 } else { 3 };
+        let mut out = Vec::new();
+        out.extend_from_slice(&q[0..2]);
+        out.push(0x84 | (q[2] & 0x01)); // QR, AA, RD copied
+        out.push(0x80 | rcode); // RA
+        out.extend_from_slice(&1u16.to_be_bytes());
+        out.extend_from_slice(&count.to_be_bytes());
+        out.extend_from_slice(&0u16.to_be_bytes());
+        out.extend_from_slice(&0u16.to_be_bytes());
+        out.extend_from_slice(q.get(12..question_end)?);
+        out.extend_from_slice(&answers);
+        Some(out)
+    }
+}
+
+/// A self-signed certificate for a second mx2 playing a TLS primary.
+fn make_cert(dir: &std::path::Path) -> (String, String) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=primary.test",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert.display().to_string(), key.display().to_string())
+}
+
+#[test]
+fn starttls_to_a_tls_primary_and_verify_refuses_a_self_signed_one() {
+    let sink = Sink::start();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(certs.path());
+    // The "primary": another mx2 offering STARTTLS, passing mail on to the sink.
+    let primary = Daemon::start(
+        &route("example.jp", &sink),
+        "",
+        &format!("[smtp]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n"),
+    );
+    let map = format!("example.jp smtp:[127.0.0.1]:{}\n", primary.port);
+    let d = Daemon::start_with(&map, "", SLOW_RETRY, "tls = \"required\"\n");
+    assert!(d
+        .client()
+        .send_mail("s@sender.test", &["u@example.jp"], &message("tls"))
+        .starts_with("250"));
+    assert!(
+        wait_for(15, || sink.count() == 1),
+        "{}\n{}",
+        d.log(),
+        primary.log()
+    );
+    let text = sink.txns()[0].text();
+    let first_received = text.lines().next().unwrap_or("").to_string();
+    assert!(
+        text.contains("with ESMTPS"),
+        "the primary saw a TLS session: {first_received}\n{text}"
+    );
+
+    let strict = Daemon::start_with(&map, "", SLOW_RETRY, "tls = \"verify\"\n");
+    assert!(strict
+        .client()
+        .send_mail("s@sender.test", &["u@example.jp"], &message("verify"))
+        .starts_with("250"));
+    assert!(
+        wait_for(10, || deferred(&strict, "u@example.jp")),
+        "{:?}\n{}",
+        rows(&strict),
+        strict.log()
+    );
+    let reply = row(&strict, "u@example.jp").unwrap().3.unwrap_or_default();
+    assert!(reply.contains("TLS"), "{reply}");
+    assert_eq!(sink.count(), 1);
+}
