@@ -27,6 +27,8 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/n
 man="$target/release/man"
 rm -rf "$man"
 "$target/release/mx2" man "$man" >/dev/null
+# Debian policy: man pages gzipped (-n: no name or time, reproducible).
+gzip -9n "$man"/*.8
 
 # --strip: the release profile keeps line tables (debug = 1) for local
 # backtraces; the package ships a stripped binary.

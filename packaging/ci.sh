@@ -48,6 +48,10 @@ cleanup() {
     for p in $RUNUSER_PID $SINK_PID; do
         wait "$p" 2>/dev/null || true
     done
+    if [ $rc -ne 0 ] && [ -s "$WORK/mx2.log" ]; then
+        echo "--- last lines of the daemon's log:" >&2
+        tail -n 30 "$WORK/mx2.log" >&2
+    fi
     purge || true
     rm -rf /run/mx2 "$WORK"
     if [ $rc -ne 0 ]; then
@@ -67,7 +71,7 @@ wait_for() {
     local limit=$1 what=$2
     shift 2
     local end=$((SECONDS + limit))
-    until "$@" 2>/dev/null; do
+    until "$@" >/dev/null 2>&1; do
         [ $SECONDS -lt $end ] || fail "timed out after ${limit}s waiting for $what"
         sleep 0.2
     done
@@ -149,11 +153,19 @@ want "mx2 home" /var/lib/mx2 "$home"
 want "mx2 shell" /usr/sbin/nologin "$shell"
 want "mx2 group" mx2 "$(getent group "$gid" | cut -d: -f1)"
 want "/var/lib/mx2" "750 mx2 mx2" "$(stat -c '%a %U %G' /var/lib/mx2)"
+# A queue command run as root before the daemon ever ran must not create
+# the database (root-owned, the daemon could not write it): it reports an
+# empty queue and leaves /var/lib/mx2 alone.
+out=$(env -u MX2_CONFIG mx2 queue list 2>&1) || fail "mx2 queue list (root, daemon never started): $out"
+[ ! -e /var/lib/mx2/queue.db ] || fail "a root queue list created /var/lib/mx2/queue.db"
 say "installed: files, conffiles, user mx2 (uid $uid), /var/lib/mx2 ok"
 
 # the unit (systemd-analyze works without systemd running)
 if command -v systemd-analyze >/dev/null; then
-    systemd-analyze verify /lib/systemd/system/mx2.service >"$WORK/verify" 2>&1 || {
+    # (It also runs man(1) for each Documentation= page, when man is there.)
+    manopt=--man=yes
+    command -v man >/dev/null || manopt=--man=no
+    systemd-analyze verify "$manopt" /lib/systemd/system/mx2.service >"$WORK/verify" 2>&1 || {
         cat "$WORK/verify" >&2
         fail "systemd-analyze verify"
     }

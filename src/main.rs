@@ -1,25 +1,12 @@
 //! mx2: a secondary-MX relay. See README.md and docs/flow.md.
 
-mod cli;
-mod config;
-mod control;
-mod logging;
-mod metrics;
-mod pipeline;
-mod queue;
-mod recipients;
-mod relay;
-mod scan;
-mod serve;
-mod smtp;
-mod tables;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use config::{Config, DEFAULT_CONFIG_PATH};
+use mx2::config::{Config, DEFAULT_CONFIG_PATH};
+use mx2::{cli, logging, serve};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -70,7 +57,7 @@ fn main() -> ExitCode {
     }
     if let Cmd::Man { dir } = &cli.cmd {
         // Needs no configuration: runs on the build machine.
-        return match cli::man::run(dir) {
+        return match cli::man::run(dir, <Cli as clap::CommandFactory>::command()) {
             Ok(code) => ExitCode::from(code as u8),
             Err(e) => {
                 eprintln!("mx2: {e:#}");

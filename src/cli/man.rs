@@ -11,7 +11,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::CommandFactory;
 
 /// The manual section of every generated page (system administration).
 const SECTION: &str = "8";
@@ -79,9 +78,10 @@ systemctl reload mx2
 "#;
 
 /// Writes every page into `dir` (created if needed) and prints their paths.
-pub fn run(dir: &Path) -> Result<i32> {
+/// `cli` is the binary's whole command definition (`Cli::command()`).
+pub fn run(dir: &Path, cli: clap::Command) -> Result<i32> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut cmd = crate::Cli::command().disable_help_subcommand(true);
+    let mut cmd = cli.disable_help_subcommand(true);
     cmd.build();
     let mut written = Vec::new();
     write_page(&cmd, dir, true, &mut written)?;

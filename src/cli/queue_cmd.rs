@@ -78,16 +78,32 @@ pub enum Command {
 }
 
 pub fn run(cmd: &Command, cfg: &Config) -> Result<i32> {
-    if !cfg.queue.path.exists() {
-        if let Command::List { json: true, .. } = cmd {
-            println!("[]");
-            return Ok(0);
-        }
-    }
-    let conn = schema::open(&cfg.queue.path)?;
-    let mut c2 = conn;
-    schema::migrate(&mut c2)?;
-    let conn = c2;
+    let Some(conn) = schema::open_existing(&cfg.queue.path)? else {
+        // No database yet: the daemon has never run. Nothing is queued.
+        return match cmd {
+            Command::List { json: true, .. } => {
+                println!("[]");
+                Ok(0)
+            }
+            Command::List { .. } => {
+                println!("Mail queue is empty");
+                Ok(0)
+            }
+            Command::Stats { json, .. } => {
+                let s = admin::Stats::default();
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&s)?);
+                } else {
+                    println!("messages: 0  bytes: 0  held: 0  deferred: 0  oldest: 0s");
+                }
+                Ok(0)
+            }
+            _ => bail!(
+                "no queue at {} (the daemon creates it when it first starts)",
+                cfg.queue.path.display()
+            ),
+        };
+    };
     let out = std::io::stdout();
     let mut out = out.lock();
     match cmd {

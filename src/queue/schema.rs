@@ -72,6 +72,31 @@ pub fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Opens the queue for an admin command without ever creating it: a
+/// database file made by root's `mx2 queue …` before the daemon's first
+/// start would be unwritable for the daemon's own user. (SQLite itself
+/// gives WAL and journal files the database file's owner.)
+pub fn open_existing(path: &Path) -> Result<Option<Connection>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening queue {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version != SCHEMA_VERSION {
+        bail!(
+            "queue {} has schema version {version}, this mx2 expects {SCHEMA_VERSION}: start `mx2 serve` once to migrate it",
+            path.display()
+        );
+    }
+    Ok(Some(conn))
+}
+
 /// Creates or migrates the schema; refuses a database from a newer mx2.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

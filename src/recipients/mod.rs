@@ -349,7 +349,11 @@ impl Verifier {
             let res = match &self.writer {
                 CacheWriter::Queue(q) => q.write(move |conn| cache::put(conn, &a, &c)).await,
                 CacheWriter::Direct(p) => {
-                    crate::queue::schema::open(p).and_then(|conn| cache::put(&conn, &a, &c))
+                    match crate::queue::schema::open_existing(p) {
+                        Ok(Some(conn)) => cache::put(&conn, &a, &c),
+                        Ok(None) => Ok(()), // no queue yet: nothing to remember in
+                        Err(e) => Err(e),
+                    }
                 }
             };
             if let Err(e) = res {
@@ -365,6 +369,6 @@ fn cached_in(db: &Path, address: &str) -> Option<cache::Cached> {
     if !db.exists() {
         return None;
     }
-    let conn = crate::queue::schema::open(db).ok()?;
+    let conn = crate::queue::schema::open_existing(db).ok()??;
     cache::get(&conn, address).ok().flatten()
 }

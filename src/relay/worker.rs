@@ -38,7 +38,9 @@ pub async fn run(relay: Arc<Relay>, dest: Arc<Dest>) {
         }
         if *relay.stop.borrow() {
             // Leave the job leased: the next start returns it to the queue.
-            dest.done(&job);
+            if dest.done(&job) {
+                relay.queue.wakeup.notify_one();
+            }
             break;
         }
         match deliver_job(&relay, &dest, &mut session, job).await {
@@ -98,7 +100,9 @@ async fn deliver_job(
         Ok(Some(d)) => d,
         Ok(None) => {
             // Deleted while waiting (queue delete): nothing to do or record.
-            dest.done(&job);
+            if dest.done(&job) {
+                relay.queue.wakeup.notify_one();
+            }
             relay.forget(&job);
             return Flow::Continue;
         }
@@ -192,6 +196,8 @@ async fn deliver_job(
 
 /// Hands a finished attempt to the recorder.
 fn finish(relay: &Relay, dest: &Dest, a: Attempt) {
-    dest.done(&a.job);
+    if dest.done(&a.job) {
+        relay.queue.wakeup.notify_one();
+    }
     relay.record(a);
 }

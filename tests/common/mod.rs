@@ -327,3 +327,28 @@ impl Daemon {
         d
     }
 }
+
+impl Daemon {
+    /// The running process's id, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// `(VmRSS, VmHWM)` of the running daemon in kB, from /proc/PID/status.
+    pub fn memory_kb(&self) -> Option<(u64, u64)> {
+        proc_memory_kb(self.pid()?)
+    }
+}
+
+/// `(VmRSS, VmHWM)` of process `pid` in kB, from /proc/PID/status.
+pub fn proc_memory_kb(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
