@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     };
     let result = match &cli.cmd {
         Cmd::Serve => {
-            logging::init(cfg.log.format);
+            let _flush = logging::init_daemon(cfg.log.format);
             serve::run(cfg)
         }
         Cmd::CheckConfig | Cmd::Man { .. } => Ok(0),

@@ -109,7 +109,9 @@ impl Daemon {
         self.dir.path().join(name)
     }
 
+    /// The daemon's log so far (it writes in 5 ms batches: give it a moment).
     pub fn log(&self) -> String {
+        std::thread::sleep(Duration::from_millis(60));
         std::fs::read_to_string(self.dir.path().join("mx2.log")).unwrap_or_default()
     }
 
