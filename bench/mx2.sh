@@ -18,6 +18,9 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 MX2=${MX2_BIN:-$HERE/target/release/mx2}
 D=$BENCH_TMP/mx2-$PORT
 CFG=$D/mx2.toml
+# /metrics on PORT+1000; scraped at stop into $BENCH_TMP/mx2-metrics-last.txt
+# (bench/latency.py reads the `.`→250 latency histogram from it).
+METRICS_PORT=$((PORT + 1000))
 
 pid() {
   [ -r "$D/pid" ] || return 1
@@ -56,6 +59,8 @@ max_backoff = "60s"
 transport_map = "transport.map"
 header_checks = "header_checks"
 tls = "none"
+[metrics]
+listen = "127.0.0.1:$METRICS_PORT"
 CONF
     "$MX2" check-config --config "$CFG" >"$D/check.log" 2>&1 || { cat "$D/check.log" >&2; exit 1; }
     nohup "$MX2" serve --config "$CFG" >"$D/mx2.log" 2>&1 &
@@ -65,6 +70,10 @@ CONF
     ;;
   stop)
     if p=$(pid); then
+      python3 - "$METRICS_PORT" > "$BENCH_TMP/mx2-metrics-last.txt" 2>/dev/null <<'PY' || true
+import sys, urllib.request
+print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode())
+PY
       kill -TERM "$p" 2>/dev/null || true
       for _ in $(seq 300); do pid >/dev/null || break; sleep 0.1; done
       if p=$(pid); then kill -KILL "$p" 2>/dev/null || true; fi

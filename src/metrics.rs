@@ -123,6 +123,8 @@ pub struct Metrics {
     pub delivery_seconds: Histogram,
     /// Arrival to delivery of a recipient.
     pub residence_seconds: Histogram,
+    /// Final dot received → reply sent (scanning, rules, durable commit).
+    pub accept_seconds: Histogram,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -145,6 +147,9 @@ pub fn get() -> &'static Metrics {
         ]),
         residence_seconds: Histogram::new(&[
             0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0, 86400.0, 432000.0,
+        ]),
+        accept_seconds: Histogram::new(&[
+            0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
         ]),
     })
 }
@@ -221,6 +226,11 @@ pub fn render(conn: &rusqlite::Connection) -> Result<String> {
         &mut out,
         "mx2_queue_residence_seconds",
         "Time from arrival to delivery of a recipient.",
+    );
+    m.accept_seconds.render(
+        &mut out,
+        "mx2_accept_seconds",
+        "From the final dot to the reply (scanning, rules, durable commit).",
     );
 
     // Queue gauges, by state.

@@ -463,7 +463,10 @@ impl Session {
             client: format!("unknown[{}]", self.peer.ip()),
             helo,
         };
-        let reply = match pipeline::accept(&self.shared.pipeline, env, result.message).await {
+        let dot = std::time::Instant::now();
+        let disposition = pipeline::accept(&self.shared.pipeline, env, result.message).await;
+        crate::metrics::get().accept_seconds.observe(dot.elapsed());
+        let reply = match disposition {
             Disposition::Queued => format!("250 2.0.0 Ok: queued as {id}"),
             Disposition::Discarded => format!("250 2.0.0 Ok: queued as {id}"),
             Disposition::Rejected(r) | Disposition::TempFail(r) => r,
