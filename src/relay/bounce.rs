@@ -209,21 +209,25 @@ pub fn compose(r: &Report<'_>, id: &str) -> Vec<u8> {
             if full { "" } else { " Headers" }
         ),
     );
-    line(
-        &mut m,
-        if full {
-            "Content-Type: message/rfc822"
-        } else {
-            "Content-Type: text/rfc822-headers"
-        },
-    );
-    line(&mut m, "");
-    let mut out = m.into_bytes();
-    let part = if full {
+    // RFC 6533: returned content with raw UTF-8 headers is message/global*.
+    let returned = if full {
         r.original
     } else {
         header_block(r.original)
     };
+    let global = utf8 || !header_block(r.original).is_ascii();
+    line(
+        &mut m,
+        match (full, global) {
+            (true, false) => "Content-Type: message/rfc822",
+            (true, true) => "Content-Type: message/global",
+            (false, false) => "Content-Type: text/rfc822-headers",
+            (false, true) => "Content-Type: message/global-headers",
+        },
+    );
+    line(&mut m, "");
+    let mut out = m.into_bytes();
+    let part = returned;
     out.extend_from_slice(part);
     if !part.is_empty() && !part.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
@@ -411,6 +415,18 @@ mod tests {
         assert!(s.contains("Action: delayed\r\n"));
         assert!(s.contains("Will-Retry-Until: "));
         assert!(s.contains("could not be delivered for 4 hour(s)"));
+    }
+
+    #[test]
+    fn utf8_headers_are_returned_as_message_global() {
+        let original = "Received: from x\r\nSubject: セカンダリ\r\n\r\nbody\r\n".as_bytes();
+        let s = String::from_utf8(compose(&report(original, false), "0ZZZZZZZZZZZ")).unwrap();
+        assert!(s.contains("Content-Type: message/global-headers\r\n\r\nReceived: from x\r\nSubject: セカンダリ\r\n"), "{s}");
+        let s = String::from_utf8(compose(&report(original, true), "0ZZZZZZZZZZZ")).unwrap();
+        assert!(
+            s.contains("Content-Type: message/global\r\n\r\nReceived: from x\r\n"),
+            "{s}"
+        );
     }
 
     #[test]
