@@ -45,7 +45,10 @@ pub fn parse(path: &str) -> Result<Address, AddressError> {
     let (local_raw, domain) = split_at_domain(p)?;
     let quoted = local_raw.starts_with('"');
     let local = if quoted {
-        unquote(local_raw).ok_or(AddressError::Syntax("Bad address syntax"))?
+        // RFC 5321 qtextSMTP / quoted-pairSMTP: no control characters.
+        unquote(local_raw)
+            .filter(|l| !l.bytes().any(|b| b < 0x20 || b == 0x7f))
+            .ok_or(AddressError::Syntax("Bad address syntax"))?
     } else {
         if local_raw.is_empty()
             || local_raw.contains(['"', ' ', '<', '>', '(', ')', ',', ';', ':', '\\', '[', ']'])
@@ -167,6 +170,9 @@ mod tests {
             "@",
             "a b@example.jp",
             "\"open@example.jp",
+            "\"a\rb\"@example.jp",
+            "\"a\\\x00b\"@example.jp",
+            "\"a\x1bb\"@example.jp",
         ] {
             assert!(parse(p).is_err(), "{p:?}");
         }

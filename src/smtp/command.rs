@@ -84,7 +84,9 @@ pub fn parse(line: &[u8]) -> Command {
 
 /// `FROM:` / `TO:` case-insensitively, allowing the space Postfix allows after the colon.
 fn strip_keyword<'a>(s: &'a str, kw: &str) -> Option<&'a str> {
-    if s.len() >= kw.len() && s[..kw.len()].eq_ignore_ascii_case(kw) {
+    if s.get(..kw.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(kw))
+    {
         Some(s[kw.len()..].trim_start())
     } else {
         None
@@ -224,6 +226,12 @@ mod tests {
         assert!(matches!(parse(b"mail from: <a@b>"), Command::Mail { path, .. } if path == "a@b"));
         assert!(matches!(parse(b"MAIL TO:<a@b>"), Command::Syntax(_)));
         assert!(matches!(parse(b"MAIL FROM:<a@b"), Command::Syntax(_)));
+        // A multi-byte character where the keyword should end (fuzzing).
+        assert!(matches!(parse(b"RCPT TO\xae:<a@b>"), Command::Syntax(_)));
+        assert!(matches!(
+            parse("MAIL FROMé<a@b>".as_bytes()),
+            Command::Syntax(_)
+        ));
     }
 
     #[test]
