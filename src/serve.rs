@@ -22,6 +22,9 @@ use crate::tables::Tables;
 /// How long sessions may take to finish after SIGTERM.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
 
+/// How long deliveries under way may take to finish after SIGTERM.
+const RELAY_DEADLINE: Duration = Duration::from_secs(10);
+
 pub fn run(cfg: Config) -> Result<i32> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -65,7 +68,7 @@ async fn main(cfg: Config) -> Result<i32> {
     if let Some(addr) = &cfg.metrics.listen {
         crate::metrics::serve(addr, queue.clone()).await?;
     }
-    crate::relay::start(cfg.clone(), tables.clone(), queue.clone(), stop_rx.clone());
+    let relay = crate::relay::start(cfg.clone(), tables.clone(), queue.clone(), stop_rx.clone());
 
     let mut servers = Vec::new();
     for l in listeners {
@@ -102,6 +105,18 @@ async fn main(cfg: Config) -> Result<i32> {
     let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
     while shared.connections() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Deliveries under way finish and are recorded (bounded); whatever is
+    // still leased after that is handed back to the queue, so a stopped
+    // mx2 leaves no recipient marked as being delivered.
+    let deadline = tokio::time::Instant::now() + RELAY_DEADLINE;
+    while relay.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match queue.write(crate::queue::admin::release_leases).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("{n} recipients whose delivery was cut short are due again"),
+        Err(e) => tracing::error!("could not release delivery leases: {e:#}"),
     }
     for s in servers {
         s.abort();

@@ -3,8 +3,8 @@
 //! once, and the daemon never stopped answering. (The 452 itself is
 //! tests/disk_full.rs.) Mounts a tmpfs: runs as root, as CI does.
 //!
-//! Two variants, where the relay works while the disk is full, are
-//! `#[ignore]`d: they fail on a known bug described at each.
+//! Two variants keep the relay working while the disk is full: results it
+//! cannot commit are retried until space returns (src/relay/record.rs).
 
 mod common;
 
@@ -193,21 +193,16 @@ fn queued_mail_is_delivered_when_space_returns() {
     fill_then_recover(WhileFull::Held);
 }
 
-/// Known bug (src/relay/record.rs `run`): an attempt whose result cannot
-/// be committed (disk full) is dropped; its recipients stay `active` until
-/// the 600 s lease expires. Here: deferrals while full, so the queue does
-/// not drain when space returns. Run with `--ignored` once the recorder
-/// retries failed commits.
+/// Deferrals while full: their results are recorded once space returns,
+/// and the queue then drains (no recipient left `active`).
 #[test]
-#[ignore = "bug: results not committable on a full disk are dropped (src/relay/record.rs)"]
 fn deferred_while_full_is_delivered_when_space_returns() {
     fill_then_recover(WhileFull::PrimaryDown);
 }
 
-/// Same bug, worse outcome: mail delivered while the disk was full stays
-/// `active` and is delivered a second time after the lease expires.
+/// Mail delivered while the disk was full is recorded once space returns:
+/// never delivered a second time.
 #[test]
-#[ignore = "bug: results not committable on a full disk are dropped (src/relay/record.rs)"]
 fn delivered_while_full_is_recorded_once_space_returns() {
     fill_then_recover(WhileFull::PrimaryUp);
 }

@@ -258,3 +258,13 @@ pub fn stats(conn: &Connection, now: i64) -> Result<Stats> {
         domains,
     })
 }
+
+/// Returns every leased recipient to the queue, due now (clean stop).
+pub fn release_leases(conn: &Connection) -> Result<usize> {
+    Ok(conn.execute(
+        "UPDATE recipients SET status = 'queued', lease_until = NULL,
+                next_attempt = MIN(next_attempt, strftime('%s','now'))
+         WHERE status = 'active'",
+        [],
+    )?)
+}

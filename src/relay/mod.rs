@@ -63,13 +63,29 @@ pub fn connector(cfg: &Config) -> Result<Connector> {
     })
 }
 
-/// Starts the scheduler and the recorder (they run until `stop`).
-pub fn start(cfg: Arc<Config>, tables: Arc<Tables>, queue: Queue, stop: watch::Receiver<bool>) {
+/// What the daemon keeps of the relay: enough to stop it cleanly.
+pub struct Handle(Option<Arc<Relay>>);
+
+impl Handle {
+    /// Recipients leased by deliveries whose results are not recorded yet.
+    pub fn in_flight(&self) -> usize {
+        self.0.as_ref().map(|r| r.in_flight()).unwrap_or(0)
+    }
+}
+
+/// Starts the scheduler and the recorder (they run until `stop`; deliveries
+/// under way then finish and are recorded).
+pub fn start(
+    cfg: Arc<Config>,
+    tables: Arc<Tables>,
+    queue: Queue,
+    stop: watch::Receiver<bool>,
+) -> Handle {
     let connector = match connector(&cfg) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("relay: cannot set up outbound TLS ({e:#}); relay not started");
-            return;
+            return Handle(None);
         }
     };
     let (results, rx) = mpsc::unbounded_channel();
@@ -86,7 +102,8 @@ pub fn start(cfg: Arc<Config>, tables: Arc<Tables>, queue: Queue, stop: watch::R
         stop,
     });
     tokio::spawn(record::run(relay.clone(), rx));
-    tokio::spawn(scheduler::run(relay));
+    tokio::spawn(scheduler::run(relay.clone()));
+    Handle(Some(relay))
 }
 
 /// What every part of the relay shares.

@@ -10,6 +10,7 @@
 //! can pick them up twice.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use rusqlite::Connection;
@@ -48,13 +49,50 @@ pub async fn run(relay: Arc<Relay>, mut rx: mpsc::UnboundedReceiver<Attempt>) {
                 for i in 0..batch.len() {
                     match write(&relay, batch.clone(), i..i + 1).await {
                         Ok(summary) => report(&relay, &summary),
-                        Err(e) => not_recorded(&e),
+                        Err(e) => retry(&relay, batch.clone(), i..i + 1, e).await,
                     }
                 }
             }
-            Err(e) => not_recorded(&e),
+            Err(e) => retry(&relay, batch.clone(), 0..batch.len(), e).await,
         }
         relay.forget_keys(&keys);
+    }
+}
+
+/// Longest a result is retried while the disk is full or failing.
+const RETRY_FOR: Duration = Duration::from_secs(600);
+
+/// Keeps trying to record results the database would not take. A result
+/// that is dropped would leave its recipients leased (no retry for the
+/// lease time) and a delivered message due again: on a full disk or an I/O
+/// error, wait for space (1 s, doubling to 30 s) rather than lose it.
+async fn retry(
+    relay: &Relay,
+    batch: Arc<Vec<Attempt>>,
+    range: std::ops::Range<usize>,
+    first: anyhow::Error,
+) {
+    let mut e = first;
+    let mut wait = Duration::from_secs(1);
+    let start = std::time::Instant::now();
+    loop {
+        let text = format!("{e:#}").to_ascii_lowercase();
+        let transient = ["full", "disk", "i/o", "readonly", "locked", "busy"]
+            .iter()
+            .any(|w| text.contains(w));
+        if !transient || start.elapsed() >= RETRY_FOR || *relay.stop.borrow() {
+            return not_recorded(&e);
+        }
+        tracing::warn!(
+            "relay: cannot record delivery results yet ({e:#}); retrying in {}s",
+            wait.as_secs()
+        );
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+        match write(relay, batch.clone(), range.clone()).await {
+            Ok(summary) => return report(relay, &summary),
+            Err(next) => e = next,
+        }
     }
 }
 
