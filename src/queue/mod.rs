@@ -7,6 +7,7 @@
 //! - `id`: queue ids.
 
 pub mod admin;
+pub mod checkpoint;
 pub mod id;
 pub mod insert;
 pub mod message;
@@ -52,7 +53,13 @@ impl Queue {
                 "queue: deliveries interrupted by a stop are due again now"
             );
         }
+        // The writer never checkpoints: copying WAL pages into the main
+        // file (and its fsync) would stall every session waiting on a
+        // commit. A helper thread does it in the background instead.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         let writer = Writer::start(conn)?;
+        checkpoint::start(path)?;
         Ok(Queue {
             path: path.to_path_buf(),
             writer,

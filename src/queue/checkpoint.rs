@@ -1,0 +1,48 @@
+//! Background WAL checkpoints.
+//!
+//! SQLite's automatic checkpoint runs inside whichever commit crosses the
+//! threshold — here the group-commit writer, so every session waiting for
+//! its 250 would wait for the copy too. This thread checkpoints instead,
+//! PASSIVE (it never blocks the writer or readers): every 250 ms, sooner
+//! while it is behind. The writer's `journal_size_limit` shrinks the WAL
+//! file back once a checkpoint has caught up.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::schema;
+
+/// WAL pages left over that count as "behind" (SQLite's own threshold).
+const PAGES: i64 = 1000;
+const TICK: Duration = Duration::from_millis(250);
+const BEHIND_TICK: Duration = Duration::from_millis(20);
+
+/// Starts the checkpoint thread for the queue at `path`.
+pub fn start(path: &Path) -> Result<()> {
+    let conn = schema::open(path)?;
+    std::thread::Builder::new()
+        .name("queue-checkpoint".into())
+        .spawn(move || {
+            let mut pause = TICK;
+            loop {
+                std::thread::sleep(pause);
+                // (busy, pages in the WAL, pages checkpointed)
+                let r: rusqlite::Result<(i64, i64, i64)> =
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    });
+                pause = match r {
+                    Ok((_, wal, done)) if wal - done >= PAGES => BEHIND_TICK,
+                    Ok(_) => TICK,
+                    Err(e) => {
+                        tracing::warn!("queue: checkpoint failed: {e}");
+                        TICK
+                    }
+                };
+            }
+        })
+        .context("starting the checkpoint thread")?;
+    Ok(())
+}
