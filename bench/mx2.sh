@@ -19,7 +19,8 @@ MX2=${MX2_BIN:-$HERE/target/release/mx2}
 D=$BENCH_TMP/mx2-$PORT
 CFG=$D/mx2.toml
 # /metrics on PORT+1000; scraped at stop into $BENCH_TMP/mx2-metrics-last.txt
-# (bench/latency.py reads the `.`→250 latency histogram from it).
+# and a timestamped copy (bench/latency.py reads the `.`→250 latency
+# histogram; give it the accept scenario's copy, the one with most samples).
 METRICS_PORT=$((PORT + 1000))
 
 pid() {
@@ -74,6 +75,8 @@ CONF
 import sys, urllib.request
 print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode())
 PY
+      # keep every scrape: the accept scenario's is the one with the most samples
+      cp "$BENCH_TMP/mx2-metrics-last.txt" "$BENCH_TMP/mx2-metrics-$(date +%s%N).txt" 2>/dev/null || true
       kill -TERM "$p" 2>/dev/null || true
       for _ in $(seq 300); do pid >/dev/null || break; sleep 0.1; done
       if p=$(pid); then kill -KILL "$p" 2>/dev/null || true; fi
