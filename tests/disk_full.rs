@@ -3,44 +3,11 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::Daemon;
-
-/// A small tmpfs, unmounted on drop.
-struct SmallFs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> SmallFs {
-        let dir = tempfile::tempdir().unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("mount");
-        assert!(
-            st.status.success(),
-            "this test mounts a tmpfs and must run as root: {}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-        SmallFs { dir }
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
 
 #[test]
 fn disk_full_answers_452_and_recovers() {
-    let fs = SmallFs::mount("3m");
+    let fs = common::SmallFs::mount("3m");
     let qpath = fs.dir.path().join("queue.db");
     let d = Daemon::start_with_queue(
         "example.jp smtp:[127.0.0.1]:9\n",

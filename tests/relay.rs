@@ -885,41 +885,11 @@ mod dns {
     }
 }
 
-/// A self-signed certificate for a second mx2 playing a TLS primary.
-fn make_cert(dir: &std::path::Path) -> (String, String) {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=primary.test",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert.display().to_string(), key.display().to_string())
-}
-
 #[test]
 fn starttls_to_a_tls_primary_and_verify_refuses_a_self_signed_one() {
     let sink = Sink::start();
     let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = make_cert(certs.path());
+    let (cert, key) = common::make_cert(certs.path(), "primary.test");
     // The "primary": another mx2 offering STARTTLS, passing mail on to the sink.
     let primary = Daemon::start(
         &route("example.jp", &sink),

@@ -9,42 +9,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::sink::Sink;
 use common::{wait_for, Daemon};
-
-/// A small tmpfs, unmounted on drop.
-struct SmallFs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> SmallFs {
-        let dir = tempfile::tempdir().unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("mount");
-        assert!(
-            st.status.success(),
-            "this test mounts a tmpfs and must run as root: {}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-        SmallFs { dir }
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
 
 fn body(token: &str) -> Vec<u8> {
     let mut b = format!("Subject: {token}\r\nMessage-ID: <{token}@disk.test>\r\n\r\n").into_bytes();
@@ -81,7 +49,7 @@ enum WhileFull {
 /// arrive once and the queue must drain.
 fn fill_then_recover(mode: WhileFull) {
     let started = Instant::now();
-    let fs = SmallFs::mount("3m");
+    let fs = common::SmallFs::mount("3m");
     let qpath = fs.dir.path().join("queue.db");
     let sink = Sink::start_down();
     let rules = if mode == WhileFull::Held {

@@ -481,42 +481,12 @@ fn plaintext_injected_after_starttls_is_refused() {
     assert!(bad.got().is_empty(), "{:?}", bad.got());
 }
 
-/// A self-signed certificate (so it cannot verify) for a TLS primary.
-fn make_cert(dir: &std::path::Path) -> (String, String) {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=wrong-name.test",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert.display().to_string(), key.display().to_string())
-}
-
 #[test]
 fn bad_certificate_defers_under_verify_and_is_used_opportunistically() {
     let started = Instant::now();
     let behind = Sink::start();
     let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = make_cert(certs.path());
+    let (cert, key) = common::make_cert(certs.path(), "wrong-name.test");
     // The TLS primary: another mx2 with a self-signed, wrongly named
     // certificate, passing mail on to `behind`.
     let primary = Daemon::start(

@@ -10,39 +10,9 @@ use common::Daemon;
 
 const MAP: &str = "example.jp smtp:[127.0.0.1]:9\n";
 
-/// A self-signed certificate made with openssl for the test.
-fn make_cert(dir: &std::path::Path) -> (String, String) {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=mx2.test",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    (cert.display().to_string(), key.display().to_string())
-}
-
 fn tls_daemon() -> Daemon {
     let tmp = tempfile::tempdir().unwrap();
-    let (cert, key) = make_cert(tmp.path());
+    let (cert, key) = common::make_cert(tmp.path(), "mx2.test");
     let d = Daemon::start(
         MAP,
         common::OPERATOR_RULES,
