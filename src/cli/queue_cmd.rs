@@ -119,6 +119,7 @@ pub fn run(cmd: &Command, cfg: &Config) -> Result<i32> {
                     domain: domain.clone(),
                     sender: sender.clone(),
                     held_only: *held,
+                    id: None,
                 },
             )?;
             if *json {

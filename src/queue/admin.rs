@@ -63,19 +63,22 @@ pub struct Filter {
     pub domain: Option<String>,
     pub sender: Option<String>,
     pub held_only: bool,
+    /// Only this message (by queue id).
+    pub id: Option<String>,
 }
 
 /// Messages in arrival order with their pending recipients.
 pub fn list(conn: &Connection, f: &Filter) -> Result<Vec<MessageRow>> {
     let mut out = Vec::new();
     let mut st = conn.prepare(
-        "SELECT id, arrival, size, sender, held, hold_reason, client, helo FROM messages ORDER BY arrival, id",
+        "SELECT id, arrival, size, sender, held, hold_reason, client, helo FROM messages
+         WHERE ?1 IS NULL OR id = ?1 ORDER BY arrival, id",
     )?;
     let mut rs = conn.prepare(
         "SELECT address, status, attempts, next_attempt, last_reply, domain
          FROM recipients WHERE msg_id = ?1 ORDER BY idx",
     )?;
-    let rows = st.query_map([], |r| {
+    let rows = st.query_map([f.id.as_deref()], |r| {
         Ok(MessageRow {
             id: r.get(0)?,
             arrival: r.get(1)?,
@@ -132,8 +135,14 @@ pub fn show(conn: &Connection, id: &str) -> Result<Option<(MessageRow, Vec<u8>)>
         })
         .optional()?;
     let Some(data) = data else { return Ok(None) };
-    let all = list(conn, &Filter::default())?;
-    Ok(all.into_iter().find(|m| m.id == id).map(|m| (m, data)))
+    let one = list(
+        conn,
+        &Filter {
+            id: Some(id.to_string()),
+            ..Filter::default()
+        },
+    )?;
+    Ok(one.into_iter().next().map(|m| (m, data)))
 }
 
 /// Deletes messages by id (no bounce). Returns the ids that did not exist.
