@@ -393,6 +393,7 @@ mod tests {
                 orcpt: Some("rfc822;Bob+x=y@example.jp".into()),
                 warned: false,
             }],
+            body: None,
         }
     }
 

@@ -311,6 +311,7 @@ mod tests {
                     warned: false,
                 })
                 .collect(),
+            body: None,
         }
     }
 

@@ -34,6 +34,7 @@ mod worker;
 mod xtext;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -220,10 +221,14 @@ impl Relay {
     }
 }
 
-/// A few read connections for loading message bytes off the writer thread.
+/// A few read connections for loading message bytes off the writer thread
+/// (for messages that did not come with their lease), and the count of
+/// bytes that did (`job::Body`).
 pub struct Readers {
     queue: Queue,
     pool: Mutex<Vec<Connection>>,
+    /// Bytes of message data held by leased jobs.
+    preloaded: Arc<AtomicUsize>,
 }
 
 /// Read connections kept open for reuse.
@@ -234,6 +239,7 @@ impl Readers {
         Readers {
             queue,
             pool: Mutex::new(Vec::new()),
+            preloaded: Arc::new(AtomicUsize::new(0)),
         }
     }
 

@@ -10,13 +10,14 @@
 //! destinations.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
 use super::dest::backlog_cap;
-use super::job::{Job, Msg};
+use super::job::{Body, Job, Msg};
 use super::outcome::{Attempt, Class, RcptResult};
 use super::route::{self, Destination};
 use super::store;
@@ -25,6 +26,10 @@ use crate::queue;
 
 /// Messages leased per round.
 const LEASE_BATCH: usize = 500;
+/// Most bytes of message data held in memory by leased jobs (`job::Body`).
+/// 16 MB carries 4,000 typical 4 KB messages, more than a destination's
+/// backlog cap, so a drain never waits on reader threads.
+const PRELOAD_BUDGET: usize = 16 * 1024 * 1024;
 /// Most recipients leased and not yet recorded, across all destinations.
 const MAX_IN_FLIGHT: usize = 20_000;
 /// Longest sleep between looks at the queue.
@@ -73,9 +78,11 @@ async fn lease_round(relay: &Arc<Relay>) -> Result<bool> {
     }
     let limit = LEASE_BATCH.min(room);
     let exclude = excluded_domains(relay);
+    let budget = relay.readers.preloaded.clone();
+    let preload = PRELOAD_BUDGET.saturating_sub(budget.load(Ordering::Relaxed));
     let leased = relay
         .queue
-        .write(move |c| store::lease_due(c, queue::now(), limit, &exclude))
+        .write(move |c| store::lease_due(c, queue::now(), limit, &exclude, preload))
         .await?;
     let full = leased.len() == limit;
     if leased.is_empty() {
@@ -85,6 +92,7 @@ async fn lease_round(relay: &Arc<Relay>) -> Result<bool> {
     for l in leased {
         relay.hold(l.msg.id.as_str(), l.rcpts.iter().map(|r| r.idx));
         let msg = Arc::new(l.msg);
+        let body = l.data.map(|d| Arc::new(Body::new(d, budget.clone())));
         let mut groups: HashMap<String, (Destination, Vec<_>)> = HashMap::new();
         let mut unroutable = Vec::new();
         for r in l.rcpts {
@@ -104,6 +112,7 @@ async fn lease_round(relay: &Arc<Relay>) -> Result<bool> {
                 Job {
                     msg: msg.clone(),
                     rcpts,
+                    body: body.clone(),
                 },
             );
         }
@@ -119,6 +128,7 @@ fn no_route(relay: &Relay, msg: &Arc<Msg>, r: super::job::Rcpt, why: String) {
     let job = Job {
         msg: msg.clone(),
         rcpts: vec![r],
+        body: None,
     };
     relay.record(Attempt::all(
         job,

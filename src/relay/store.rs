@@ -26,16 +26,25 @@ pub const LEASE_SECS: i64 = 600;
 pub struct Leased {
     pub msg: Msg,
     pub rcpts: Vec<Rcpt>,
+    /// The message bytes, when they fitted the preload allowance.
+    pub data: Option<Vec<u8>>,
 }
+
+/// Largest message whose bytes are read with its lease.
+pub const PRELOAD_MAX_MESSAGE: i64 = 256 * 1024;
 
 /// Leases the due recipients of up to `limit` messages, skipping recipients
 /// whose domain is in `exclude` (destinations whose backlog is full).
+/// Messages up to `PRELOAD_MAX_MESSAGE` bytes come with their bytes while
+/// the total stays within `preload` bytes.
 pub fn lease_due(
     conn: &Connection,
     now: i64,
     limit: usize,
     exclude: &[String],
+    preload: usize,
 ) -> Result<Vec<Leased>> {
+    let mut allowance = i64::try_from(preload).unwrap_or(i64::MAX);
     let exclude = serde_json::to_string(exclude)?;
     let ids: Vec<String> = conn
         .prepare_cached(
@@ -55,12 +64,15 @@ pub fn lease_due(
          RETURNING idx, address, domain, attempts, notify, orcpt, warned",
     )?;
     let mut meta = conn.prepare_cached(
-        "SELECT arrival, sender, body, smtputf8, ret, envid, origin FROM messages WHERE id = ?1",
+        "SELECT arrival, sender, body, smtputf8, ret, envid, origin,
+                CASE WHEN size <= ?2 THEN data END
+         FROM messages WHERE id = ?1",
     )?;
     for id in ids {
-        let msg = meta
-            .query_row(params![id], |r| {
-                Ok(Msg {
+        let fits = allowance.min(PRELOAD_MAX_MESSAGE);
+        let row = meta
+            .query_row(params![id, fits], |r| {
+                let msg = Msg {
                     id: id.clone(),
                     arrival: r.get(0)?,
                     sender: r.get(1)?,
@@ -69,10 +81,11 @@ pub fn lease_due(
                     ret: r.get(4)?,
                     envid: r.get(5)?,
                     origin: r.get(6)?,
-                })
+                };
+                Ok((msg, r.get::<_, Option<Vec<u8>>>(7)?))
             })
             .optional()?;
-        let Some(msg) = msg else { continue };
+        let Some((msg, data)) = row else { continue };
         let mut rcpts: Vec<Rcpt> = lease
             .query_map(params![id, now + LEASE_SECS, now, exclude], |r| {
                 Ok(Rcpt {
@@ -89,7 +102,10 @@ pub fn lease_due(
             .with_context(|| format!("leasing recipients of {id}"))?;
         rcpts.sort_by_key(|r| r.idx);
         if !rcpts.is_empty() {
-            out.push(Leased { msg, rcpts });
+            if let Some(d) = &data {
+                allowance -= d.len() as i64;
+            }
+            out.push(Leased { msg, rcpts, data });
         }
     }
     Ok(out)
@@ -228,26 +244,46 @@ mod tests {
         let c = db();
         put(&c, "A", &["a@one.example", "b@two.example"], false);
         put(&c, "B", &["c@one.example"], true);
-        let got = lease_due(&c, 200, 10, &["two.example".into()]).unwrap();
+        let got = lease_due(&c, 200, 10, &["two.example".into()], 0).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].msg.id, "A");
         assert_eq!(got[0].rcpts.len(), 1);
         assert_eq!(got[0].rcpts[0].address, "a@one.example");
         // Leased rows are not handed out again.
-        let again = lease_due(&c, 200, 10, &[]).unwrap();
+        let again = lease_due(&c, 200, 10, &[], 0).unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].rcpts[0].address, "b@two.example");
-        assert!(lease_due(&c, 200, 10, &[]).unwrap().is_empty());
+        assert!(lease_due(&c, 200, 10, &[], 0).unwrap().is_empty());
         // Not yet due.
         put(&c, "C", &["d@one.example"], false);
-        assert!(lease_due(&c, 50, 10, &[]).unwrap().is_empty());
+        assert!(lease_due(&c, 50, 10, &[], 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn small_messages_come_with_their_bytes_within_the_allowance() {
+        let c = db();
+        // Each stored message is 21 bytes.
+        put(&c, "A", &["a@one.example"], false);
+        put(&c, "B", &["b@one.example"], false);
+        put(&c, "C", &["c@one.example"], false);
+        let got = lease_due(&c, 200, 10, &[], 50).unwrap();
+        let loaded: Vec<bool> = got.iter().map(|l| l.data.is_some()).collect();
+        assert_eq!(
+            loaded,
+            vec![true, true, false],
+            "the third would pass 50 bytes"
+        );
+        assert_eq!(
+            got[0].data.as_deref(),
+            Some(&b"Subject: x\r\n\r\nbody\r\n"[..])
+        );
     }
 
     #[test]
     fn defer_delete_release_and_reclaim() {
         let c = db();
         put(&c, "A", &["a@one.example", "b@one.example"], false);
-        let got = lease_due(&c, 200, 10, &[]).unwrap();
+        let got = lease_due(&c, 200, 10, &[], 0).unwrap();
         assert_eq!(got[0].rcpts.len(), 2);
         assert!(defer_rcpt(&c, "A", 0, 900, "try later", false).unwrap());
         assert!(delete_rcpt(&c, "A", 1).unwrap());
@@ -257,7 +293,7 @@ mod tests {
             vec!["one.example".to_string()]
         );
         assert_eq!(release(&c, &["one.example".into()], 200).unwrap(), 1);
-        let got = lease_due(&c, 200, 10, &[]).unwrap();
+        let got = lease_due(&c, 200, 10, &[], 0).unwrap();
         assert_eq!(got[0].rcpts[0].attempts, 1);
         // An expired lease we still hold stays; one we don't comes back.
         let held: HashSet<(String, i64)> = [("A".to_string(), 0)].into();

@@ -16,7 +16,7 @@ use tokio::time::sleep_until;
 use super::client::Session;
 use super::deliver::{self, End};
 use super::dest::{ConnectFailure, Dest};
-use super::job::Job;
+use super::job::{Body, Job};
 use super::outcome::{Attempt, Class, RcptResult};
 use super::Relay;
 
@@ -65,6 +65,21 @@ enum Flow {
     Exit,
 }
 
+/// The bytes being sent: read with the lease, or just now.
+enum Data {
+    Preloaded(Arc<Body>),
+    Read(Vec<u8>),
+}
+
+impl Data {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Data::Preloaded(b) => b.bytes(),
+            Data::Read(v) => v,
+        }
+    }
+}
+
 /// Waits for a job. Without a session, only takes what is there now.
 async fn next_job(relay: &Relay, dest: &Dest, connected: bool) -> Option<Job> {
     let deadline = Instant::now() + IDLE_KEEP;
@@ -96,7 +111,15 @@ async fn deliver_job(
     session: &mut Option<Session>,
     job: Job,
 ) -> Flow {
-    let data = match relay.readers.data(&job.msg.id).await {
+    let read = match &job.body {
+        Some(b) => Ok(Some(Data::Preloaded(b.clone()))),
+        None => relay
+            .readers
+            .data(&job.msg.id)
+            .await
+            .map(|d| d.map(Data::Read)),
+    };
+    let data = match read {
         Ok(Some(d)) => d,
         Ok(None) => {
             // Deleted while waiting (queue delete): nothing to do or record.
@@ -155,7 +178,7 @@ async fn deliver_job(
         let Some(s) = session.as_mut() else {
             return Flow::Exit;
         };
-        let out = deliver::transaction(s, &job, &data, relay.data_timeout()).await;
+        let out = deliver::transaction(s, &job, data.bytes(), relay.data_timeout()).await;
         let relay_name = s.relay.clone();
         let no_dsn = !s.caps.dsn;
         if out.end != End::Open {
