@@ -53,13 +53,15 @@ impl Queue {
                 "queue: deliveries interrupted by a stop are due again now"
             );
         }
-        // The writer never checkpoints: copying WAL pages into the main
-        // file (and its fsync) would stall every session waiting on a
-        // commit. A helper thread does it in the background instead.
+        // The writer does not checkpoint automatically: copying WAL pages
+        // into the main file (and its fsync) would stall every session
+        // waiting on a commit. A helper thread copies in the background and
+        // the writer only finishes the last frames (`checkpoint`).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-        let writer = Writer::start(conn)?;
-        checkpoint::start(path)?;
+        conn.pragma_update(None, "journal_size_limit", 32 * 1024 * 1024)?;
+        let restart = checkpoint::Restart::default();
+        let writer = Writer::start(conn, restart.clone())?;
+        checkpoint::start(path, restart)?;
         Ok(Queue {
             path: path.to_path_buf(),
             writer,

@@ -15,6 +15,8 @@ use anyhow::{anyhow, Context, Result};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::checkpoint::{self, Restart};
+
 /// A job: runs inside the batch transaction, returns how to answer once the
 /// batch's commit outcome is known.
 type Job = Box<dyn FnOnce(&mut rusqlite::Transaction<'_>) -> Finisher + Send>;
@@ -30,12 +32,13 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn` (already migrated).
-    pub fn start(conn: Connection) -> Result<Writer> {
+    /// Starts the writer thread on `conn` (already migrated); it finishes
+    /// checkpoints when `restart` asks (see `checkpoint`).
+    pub fn start(conn: Connection, restart: Restart) -> Result<Writer> {
         let (tx, rx) = mpsc::channel::<Job>();
         thread::Builder::new()
             .name("queue-writer".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, restart))
             .context("starting the queue writer thread")?;
         Ok(Writer { tx })
     }
@@ -80,8 +83,11 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, restart: Restart) {
     while let Ok(first) = rx.recv() {
+        if restart.take() {
+            checkpoint::finish_on_writer(&conn);
+        }
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
