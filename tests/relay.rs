@@ -614,7 +614,12 @@ fn a_thousand_messages_queued_while_down_all_arrive() {
         wait_for(90, || sink.count() >= 1000),
         "only {} delivered\n{}",
         sink.count(),
-        d.log().len()
+        d.log()
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let drained = back.elapsed();
     assert!(wait_for(20, || messages(&d) == 0), "{} left", messages(&d));

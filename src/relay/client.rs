@@ -23,6 +23,8 @@ use tokio::time::timeout;
 const MAX_LINE: usize = 8192;
 /// Most lines in one multi-line reply.
 const MAX_LINES: usize = 200;
+/// Queued bytes and the next commands are joined into one write up to this size.
+const JOIN_LIMIT: usize = 256 * 1024;
 
 /// One SMTP reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +200,9 @@ pub struct Session {
     pub transactions: u32,
     /// The last transaction was abandoned: RSET before the next MAIL.
     pub needs_rset: bool,
+    /// Bytes to go out with the next `send` (a message queued by
+    /// `queue_out`, so it leaves in one write with the next commands).
+    out: Vec<u8>,
 }
 
 impl Session {
@@ -237,6 +242,7 @@ impl Session {
             command_timeout,
             transactions: 0,
             needs_rset: false,
+            out: Vec::new(),
         };
         let greeting = s
             .read_reply("while receiving the initial server greeting")
@@ -323,11 +329,36 @@ impl Session {
         }
     }
 
-    /// Writes bytes (one or more commands, or message data) and flushes.
+    /// Writes whatever `queue_out` left, then `bytes`, and flushes. Small
+    /// enough together, they go out in one write (one segment for the peer
+    /// to read, not two).
     pub async fn send(&mut self, bytes: &[u8], stage: &str) -> Result<(), SmtpError> {
+        let mut queued = std::mem::take(&mut self.out);
+        if !queued.is_empty() && queued.len() + bytes.len() <= JOIN_LIMIT {
+            queued.extend_from_slice(bytes);
+            return self.write_flush(&[&queued], stage).await;
+        }
+        self.write_flush(&[&queued, bytes], stage).await
+    }
+
+    /// Keeps `bytes` to go out in front of the next `send`.
+    pub fn queue_out(&mut self, bytes: Vec<u8>) {
+        if self.out.is_empty() {
+            self.out = bytes;
+        } else {
+            self.out.extend_from_slice(&bytes);
+        }
+    }
+
+    /// Whether bytes wait for the next `send`.
+    pub fn has_queued_out(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    async fn write_flush(&mut self, parts: &[&[u8]], stage: &str) -> Result<(), SmtpError> {
         let t = self.command_timeout;
         // A per-chunk deadline: a large message may take long, a stalled peer may not.
-        for chunk in bytes.chunks(256 * 1024) {
+        for chunk in parts.iter().flat_map(|p| p.chunks(256 * 1024)) {
             match timeout(t, self.stream.write_all(chunk)).await {
                 Ok(r) => r.map_err(io_err)?,
                 Err(_) => return Err(SmtpError::Timeout(stage.to_string())),

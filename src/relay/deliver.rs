@@ -6,6 +6,12 @@
 //!   ORCPT. ENVID and ORCPT are stored decoded and xtext-encoded here.
 //! - With PIPELINING, MAIL, every RCPT and DATA go out in one write
 //!   (RFC 2920); otherwise one command at a time.
+//! - With PIPELINING the message content does not wait for its own write
+//!   either: RFC 2920 lets it start a group, so it is queued on the session
+//!   (`Progress::AwaitingEnd`) and leaves together with the next message's
+//!   MAIL, RCPT and DATA. Its end-of-data reply is read before theirs.
+//!   One round trip per message instead of two; the caller finishes an
+//!   awaiting transaction with `finish` when no next message is at hand.
 //! - The message is sent byte for byte: stored data is CRLF and not
 //!   dot-stuffed; every line starting with `.` gets one more, then `.CRLF`.
 //! - A reused connection that fails before the server said anything about
@@ -38,57 +44,112 @@ pub struct TxOutcome {
     pub end: End,
 }
 
+/// A transaction whose message content is queued on the session and whose
+/// end-of-data reply is not read yet.
+#[derive(Debug)]
+pub struct Unfinished {
+    /// Answers so far (refused recipients); `None` for the accepted ones.
+    results: Vec<Option<RcptResult>>,
+    /// Indices of the recipients the server accepted.
+    accepted: Vec<usize>,
+}
+
+/// How far `transaction` got.
+#[derive(Debug)]
+pub enum Progress {
+    Done(TxOutcome),
+    AwaitingEnd(Unfinished),
+}
+
 /// Runs one transaction for `job` on `s` with the message bytes `data`.
+///
+/// `prev`, a transaction of this session still awaiting its end-of-data
+/// reply, is finished on the way (its reply is read after this job's
+/// commands went out); its outcome is the first value returned, `Some`
+/// exactly when `prev` was. When `prev` broke the session, this job is
+/// `Stale`: nothing was decided about it.
 pub async fn transaction(
     s: &mut Session,
     job: &Job,
     data: &[u8],
     data_timeout: Duration,
-) -> TxOutcome {
+    prev: Option<Unfinished>,
+) -> (Option<TxOutcome>, Progress) {
     let n = job.rcpts.len();
-    let reused = s.transactions > 0;
     let msg = &job.msg;
 
     // Nothing on the wire may carry a line break smuggled in an address.
     let bad = |a: &str| a.bytes().any(|b| b < 0x20 || b == 0x7f);
-    if bad(&msg.sender) || job.rcpts.iter().any(|r| bad(&r.address)) {
-        let r = RcptResult::local(
+    let needs_utf8 = !msg.sender.is_ascii() || job.rcpts.iter().any(|r| !r.address.is_ascii());
+    let local = if bad(&msg.sender) || job.rcpts.iter().any(|r| bad(&r.address)) {
+        Some(RcptResult::local(
             Class::Perm,
             "5.1.3",
             "bad address syntax (control character)",
-        );
-        return TxOutcome {
-            results: vec![r; n],
-            end: End::Open,
-        };
-    }
-    let needs_utf8 = !msg.sender.is_ascii() || job.rcpts.iter().any(|r| !r.address.is_ascii());
-    if needs_utf8 && !s.caps.smtputf8 {
-        let r = RcptResult::local(
+        ))
+    } else if needs_utf8 && !s.caps.smtputf8 {
+        Some(RcptResult::local(
             Class::Perm,
             "5.6.7",
             format!(
                 "SMTPUTF8 is required, but was not offered by host {}",
                 s.host
             ),
-        );
-        return TxOutcome {
+        ))
+    } else {
+        None
+    };
+
+    // `prev` rides along only in a pipelined MAIL group; otherwise it is
+    // finished first.
+    let mut prev = prev;
+    let mut prev_out = None;
+    if prev.is_some() && (local.is_some() || s.needs_rset || !s.caps.pipelining) {
+        if let Some(u) = prev.take() {
+            prev_out = Some(finish(s, u, data_timeout).await);
+        }
+    }
+    if let Some(r) = local {
+        let done = TxOutcome {
             results: vec![r; n],
             end: End::Open,
         };
+        return (prev_out, Progress::Done(done));
+    }
+    if prev_out.as_ref().is_some_and(|o| o.end != End::Open) {
+        return (prev_out, Progress::Done(stale(n)));
     }
 
+    let reused = s.transactions > 0;
     let mail = mail_command(&s.caps, job, data.len());
     let rcpts: Vec<String> = job.rcpts.iter().map(|r| rcpt_command(&s.caps, r)).collect();
 
     let mut tx = Tx {
         results: vec![None; n],
         replied: false,
+        prev,
+        prev_out,
     };
-    let end = match run(s, &mut tx, &mail, &rcpts, data, data_timeout).await {
-        Ok(end) => end,
+    let res = run(s, &mut tx, &mail, &rcpts, data, data_timeout).await;
+    let prev_out = match (tx.prev.take(), tx.prev_out.take()) {
+        (_, Some(o)) => Some(o),
+        // The MAIL group never went out: `prev`'s content did not either.
+        (Some(u), None) => Some(lost(s, u, "sending message content")),
+        (None, None) => None,
+    };
+    let prev_broke = prev_out.as_ref().is_some_and(|o| o.end != End::Open);
+    let end = match res {
+        Ok(Step::Awaiting(accepted)) => {
+            s.transactions += 1;
+            let u = Unfinished {
+                results: tx.results,
+                accepted,
+            };
+            return (prev_out, Progress::AwaitingEnd(u));
+        }
+        Ok(Step::Ended(end)) => end,
         Err((e, stage)) => {
-            if reused && !tx.replied {
+            if (reused && !tx.replied) || prev_broke {
                 End::Stale
             } else {
                 let fail = session_failure(&s.host, &e, stage);
@@ -102,13 +163,69 @@ pub async fn transaction(
             }
         }
     };
-    if end != End::Stale {
-        s.transactions += 1;
+    if end == End::Stale {
+        return (prev_out, Progress::Done(stale(n)));
     }
+    s.transactions += 1;
+    (prev_out, Progress::Done(outcome(s, tx.results, end)))
+}
+
+/// Sends what is queued (the content of `u`'s message) and reads its
+/// end-of-data reply.
+pub async fn finish(s: &mut Session, u: Unfinished, data_timeout: Duration) -> TxOutcome {
+    if s.has_queued_out() {
+        if let Err(e) = s.send(b"", "while sending message content").await {
+            let f = session_failure(&s.host, &e, "sending message content");
+            return fail_accepted(s, u, f);
+        }
+    }
+    read_end(s, u, data_timeout).await
+}
+
+/// Reads the end-of-data reply of `u`.
+async fn read_end(s: &mut Session, mut u: Unfinished, data_timeout: Duration) -> TxOutcome {
+    let host = s.host.clone();
+    match s.read_reply_within(data_timeout, "after end of data").await {
+        Ok(done) => {
+            let res = RcptResult::from_reply(&host, &done, "end of DATA");
+            for &i in &u.accepted {
+                u.results[i] = Some(res.clone());
+            }
+            let end = if done.code == 421 {
+                End::Broken
+            } else {
+                End::Open
+            };
+            outcome(s, u.results, end)
+        }
+        Err(e) => {
+            let f = session_failure(
+                &host,
+                &e,
+                "sending end of data -- message may be sent more than once",
+            );
+            fail_accepted(s, u, f)
+        }
+    }
+}
+
+/// `u`'s content never left: its accepted recipients get `stage`'s failure.
+fn lost(s: &Session, u: Unfinished, stage: &str) -> TxOutcome {
+    let f = session_failure(&s.host, &SmtpError::Io("lost connection".into()), stage);
+    fail_accepted(s, u, f)
+}
+
+fn fail_accepted(s: &Session, mut u: Unfinished, f: RcptResult) -> TxOutcome {
+    for &i in &u.accepted {
+        u.results[i] = Some(f.clone());
+    }
+    outcome(s, u.results, End::Broken)
+}
+
+fn outcome(s: &Session, results: Vec<Option<RcptResult>>, end: End) -> TxOutcome {
     let fallback = RcptResult::local(Class::Temp, "4.4.2", format!("no reply from {}", s.host));
     TxOutcome {
-        results: tx
-            .results
+        results: results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| fallback.clone()))
             .collect(),
@@ -116,10 +233,44 @@ pub async fn transaction(
     }
 }
 
+/// A transaction whose end was never learnt (kept for the type system:
+/// `transaction` always returns the outcome of the `prev` it was given).
+pub fn unanswered(n: usize) -> TxOutcome {
+    let r = RcptResult::local(Class::Temp, "4.4.2", "no reply after end of data");
+    TxOutcome {
+        results: vec![r; n],
+        end: End::Broken,
+    }
+}
+
+/// Nothing was decided: try again on a fresh session.
+fn stale(n: usize) -> TxOutcome {
+    let r = RcptResult::local(
+        Class::Temp,
+        "4.4.2",
+        "session closed before the transaction",
+    );
+    TxOutcome {
+        results: vec![r; n],
+        end: End::Stale,
+    }
+}
+
 struct Tx {
     results: Vec<Option<RcptResult>>,
     /// The server answered something about this transaction (MAIL reply read).
     replied: bool,
+    /// An earlier transaction whose end-of-data reply comes first.
+    prev: Option<Unfinished>,
+    prev_out: Option<TxOutcome>,
+}
+
+/// Where `run` stopped.
+enum Step {
+    /// The transaction is over (answered, refused or abandoned).
+    Ended(End),
+    /// The content is queued on the session; these recipients were accepted.
+    Awaiting(Vec<usize>),
 }
 
 type Failure = (SmtpError, &'static str);
@@ -131,7 +282,7 @@ async fn run(
     rcpts: &[String],
     data: &[u8],
     data_timeout: Duration,
-) -> Result<End, Failure> {
+) -> Result<Step, Failure> {
     if s.needs_rset {
         let r = s
             .command("RSET", "after sending RSET")
@@ -160,13 +311,21 @@ async fn run(
     s.send(batch.as_bytes(), "after sending MAIL FROM")
         .await
         .map_err(|e| (e, "sending MAIL FROM"))?;
+    if let Some(u) = tx.prev.take() {
+        let out = read_end(s, u, data_timeout).await;
+        let broke = out.end != End::Open;
+        tx.prev_out = Some(out);
+        if broke {
+            return Ok(Step::Ended(End::Stale));
+        }
+    }
     let mail_r = s
         .read_reply("after sending MAIL FROM")
         .await
         .map_err(|e| (e, "receiving the MAIL FROM reply"))?;
     if mail_r.code == 421 && s.transactions > 0 {
         // The server ended a reused session before looking at this message.
-        return Ok(End::Stale);
+        return Ok(Step::Ended(End::Stale));
     }
     tx.replied = true;
     if !mail_r.is_positive() {
@@ -183,11 +342,11 @@ async fn run(
             }
         }
         s.needs_rset = true;
-        return Ok(if mail_r.code == 421 {
+        return Ok(Step::Ended(if mail_r.code == 421 {
             End::Broken
         } else {
             End::Open
-        });
+        }));
     }
 
     // RCPT.
@@ -216,7 +375,7 @@ async fn run(
                 format!("host {host} closed the session during RCPT TO"),
             ));
         }
-        return Ok(End::Broken);
+        return Ok(Step::Ended(End::Broken));
     }
 
     // DATA.
@@ -224,7 +383,7 @@ async fn run(
         s.read_reply("after sending DATA").await
     } else if accepted.is_empty() {
         s.needs_rset = true;
-        return Ok(End::Open);
+        return Ok(Step::Ended(End::Open));
     } else {
         s.command("DATA", "after sending DATA").await
     }
@@ -235,11 +394,11 @@ async fn run(
             tx.results[i] = Some(res.clone());
         }
         s.needs_rset = true;
-        return Ok(if data_r.code == 421 {
+        return Ok(Step::Ended(if data_r.code == 421 {
             End::Broken
         } else {
             End::Open
-        });
+        }));
     }
     if accepted.is_empty() {
         // A server that said 354 with no valid recipient gets an empty message.
@@ -250,7 +409,12 @@ async fn run(
             .await
             .map_err(|e| (e, "sending end of data"))?;
         s.needs_rset = true;
-        return Ok(End::Open);
+        return Ok(Step::Ended(End::Open));
+    }
+    if pipelined {
+        // Leaves with the next message's commands (or by `finish`).
+        s.queue_out(stuff(data));
+        return Ok(Step::Awaiting(accepted));
     }
     s.send(&stuff(data), "while sending message content")
         .await
@@ -269,12 +433,9 @@ async fn run(
         tx.results[i] = Some(res.clone());
     }
     if done.code == 421 {
-        return Ok(End::Broken);
+        return Ok(Step::Ended(End::Broken));
     }
-    if res.class != Class::Sent {
-        s.needs_rset = true;
-    }
-    Ok(End::Open)
+    Ok(Step::Ended(End::Open))
 }
 
 fn mail_command(caps: &Caps, job: &Job, size: usize) -> String {

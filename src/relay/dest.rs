@@ -50,7 +50,8 @@ struct State {
     queue: VecDeque<Job>,
     /// Worker tasks alive.
     workers: usize,
-    /// Workers holding a job.
+    /// Jobs taken by workers and not done yet (a worker may hold two: one
+    /// awaiting its end-of-data reply while the next one's commands go out).
     busy: usize,
     /// Workers with an open session.
     connected: usize,
@@ -130,7 +131,7 @@ impl Dest {
             let mut st = self.lock();
             let want = if st.dead { 1 } else { st.window.min(limit) };
             let mut n = 0;
-            while st.workers < want && st.workers - st.busy < st.queue.len() {
+            while st.workers < want && st.workers.saturating_sub(st.busy) < st.queue.len() {
                 st.workers += 1;
                 n += 1;
             }

@@ -21,6 +21,8 @@ mod bounce;
 pub(crate) mod client;
 pub(crate) mod connect;
 mod deliver;
+#[cfg(test)]
+mod deliver_tests;
 mod dest;
 mod job;
 pub(crate) mod outcome;

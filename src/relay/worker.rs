@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::time::sleep_until;
 
 use super::client::Session;
-use super::deliver::{self, End};
+use super::deliver::{self, End, Progress, TxOutcome, Unfinished};
 use super::dest::{ConnectFailure, Dest};
 use super::job::{Body, Job};
 use super::outcome::{Attempt, Class, RcptResult};
@@ -23,10 +23,35 @@ use super::Relay;
 /// How long an open session waits for another job before QUIT.
 const IDLE_KEEP: Duration = Duration::from_secs(2);
 
+/// A message sent on the session whose end-of-data reply is still to be
+/// read (PIPELINING: it is read after the next message's commands went out).
+struct Pending {
+    job: Job,
+    unfinished: Unfinished,
+    started: Instant,
+}
+
 /// Runs until there is no more work (or the daemon stops).
 pub async fn run(relay: Arc<Relay>, dest: Arc<Dest>) {
     let mut session: Option<Session> = None;
-    while let Some(job) = next_job(&relay, &dest, session.is_some()).await {
+    let mut pending: Option<Pending> = None;
+    loop {
+        // With a message awaiting its reply, only a job at hand rides along;
+        // otherwise the reply is read now rather than after a wait.
+        let job = if pending.is_some() {
+            dest.take()
+        } else {
+            next_job(&relay, &dest, session.is_some()).await
+        };
+        let Some(job) = job else {
+            match pending.take() {
+                Some(p) => {
+                    finish_pending(&relay, &dest, &mut session, p).await;
+                    continue;
+                }
+                None => break,
+            }
+        };
         if session.is_none() {
             if let Some(at) = dest.probe_wait() {
                 let mut stop = relay.stop.clone();
@@ -41,12 +66,18 @@ pub async fn run(relay: Arc<Relay>, dest: Arc<Dest>) {
             if dest.done(&job) {
                 relay.queue.wakeup.notify_one();
             }
+            if let Some(p) = pending.take() {
+                finish_pending(&relay, &dest, &mut session, p).await;
+            }
             break;
         }
-        match deliver_job(&relay, &dest, &mut session, job).await {
+        match deliver_job(&relay, &dest, &mut session, &mut pending, job).await {
             Flow::Continue => {}
             Flow::Exit => break,
         }
+    }
+    if let Some(p) = pending.take() {
+        finish_pending(&relay, &dest, &mut session, p).await;
     }
     // Account for the exit before the (slow) QUIT, so a job queued meanwhile
     // gets a new worker at once.
@@ -58,6 +89,23 @@ pub async fn run(relay: Arc<Relay>, dest: Arc<Dest>) {
     if let Some(s) = session {
         s.quit().await;
     }
+}
+
+/// Sends what waits on the session and records the pending message's result.
+async fn finish_pending(
+    relay: &Arc<Relay>,
+    dest: &Arc<Dest>,
+    session: &mut Option<Session>,
+    p: Pending,
+) {
+    let Some(s) = session.as_mut() else {
+        // Cannot happen (a pending message implies a session); never drop a result.
+        let r = RcptResult::local(Class::Temp, "4.4.2", "session lost before end of data");
+        finish(relay, dest, Attempt::all(p.job, "none", r));
+        return;
+    };
+    let out = deliver::finish(s, p.unfinished, relay.data_timeout()).await;
+    complete(relay, dest, session, p.job, p.started, out).await;
 }
 
 enum Flow {
@@ -109,6 +157,7 @@ async fn deliver_job(
     relay: &Arc<Relay>,
     dest: &Arc<Dest>,
     session: &mut Option<Session>,
+    pending: &mut Option<Pending>,
     job: Job,
 ) -> Flow {
     let read = match &job.body {
@@ -178,43 +227,85 @@ async fn deliver_job(
         let Some(s) = session.as_mut() else {
             return Flow::Exit;
         };
-        let out = deliver::transaction(s, &job, data.bytes(), relay.data_timeout()).await;
-        let relay_name = s.relay.clone();
-        let no_dsn = !s.caps.dsn;
-        if out.end != End::Open {
-            if let Some(s) = session.take() {
-                dest.disconnected();
-                if out.end == End::Broken {
-                    drop(s);
-                } else {
-                    s.quit().await;
-                }
-            }
+        let (prev, unfinished) = match pending.take() {
+            Some(p) => (Some((p.job, p.started)), Some(p.unfinished)),
+            None => (None, None),
+        };
+        let (prev_out, progress) =
+            deliver::transaction(s, &job, data.bytes(), relay.data_timeout(), unfinished).await;
+        if let Some((prev_job, prev_started)) = prev {
+            let out = prev_out.unwrap_or_else(|| deliver::unanswered(prev_job.rcpts.len()));
+            complete(relay, dest, session, prev_job, prev_started, out).await;
         }
+        let out = match progress {
+            Progress::AwaitingEnd(unfinished) => {
+                *pending = Some(Pending {
+                    job,
+                    unfinished,
+                    started,
+                });
+                return Flow::Continue;
+            }
+            Progress::Done(out) => out,
+        };
         if out.end == End::Stale && fresh_tries == 0 {
+            close(dest, session, out.end).await;
             fresh_tries += 1;
             continue;
         }
-        let sent = out.results.iter().any(|r| r.class == Class::Sent);
-        if sent {
-            let retried = job.rcpts.iter().any(|r| r.attempts > 0);
-            let limit = relay.cfg.relay.destination_concurrency;
-            if dest.delivered(limit, retried, relay.cfg.queue.min_backoff) {
-                relay.release_backlog(dest);
-            }
-            dest.kick(relay);
-        }
-        let attempt = Attempt {
-            job,
-            relay: relay_name,
-            results: out.results,
-            peer_without_dsn: no_dsn,
-            finished: Instant::now(),
-        };
-        relay.observe_latency(started.elapsed());
-        finish(relay, dest, attempt);
+        complete(relay, dest, session, job, started, out).await;
         return Flow::Continue;
     }
+}
+
+/// Closes the session after a transaction that left it unusable.
+async fn close(dest: &Dest, session: &mut Option<Session>, end: End) {
+    if end == End::Open {
+        return;
+    }
+    if let Some(s) = session.take() {
+        dest.disconnected();
+        if end == End::Broken {
+            drop(s);
+        } else {
+            s.quit().await;
+        }
+    }
+}
+
+/// Everything after a transaction: the session's fate, the destination's
+/// bookkeeping (slow start, backlog release) and the recorder.
+async fn complete(
+    relay: &Arc<Relay>,
+    dest: &Arc<Dest>,
+    session: &mut Option<Session>,
+    job: Job,
+    started: Instant,
+    out: TxOutcome,
+) {
+    let (relay_name, no_dsn) = match session.as_ref() {
+        Some(s) => (s.relay.clone(), !s.caps.dsn),
+        None => ("none".to_string(), false),
+    };
+    close(dest, session, out.end).await;
+    let sent = out.results.iter().any(|r| r.class == Class::Sent);
+    if sent {
+        let retried = job.rcpts.iter().any(|r| r.attempts > 0);
+        let limit = relay.cfg.relay.destination_concurrency;
+        if dest.delivered(limit, retried, relay.cfg.queue.min_backoff) {
+            relay.release_backlog(dest);
+        }
+        dest.kick(relay);
+    }
+    let attempt = Attempt {
+        job,
+        relay: relay_name,
+        results: out.results,
+        peer_without_dsn: no_dsn,
+        finished: Instant::now(),
+    };
+    relay.observe_latency(started.elapsed());
+    finish(relay, dest, attempt);
 }
 
 /// Hands a finished attempt to the recorder.
