@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Bumped with each migration below.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const V1: &str = "
 CREATE TABLE messages (
@@ -53,6 +53,39 @@ CREATE TABLE recipient_cache (
     reply      TEXT,
     checked_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+";
+
+/// v2: `messages` becomes an ordinary rowid table (with a unique index on
+/// `id`). As a WITHOUT ROWID table its rows lived in an index b-tree, where
+/// SQLite compares whole records while searching: every lookup by id read
+/// the full message bytes of the rows it passed (overflow pages included),
+/// so looking up one 4 KB message read several. `data` stays the last
+/// column so the envelope columns sit in the row's first page.
+/// Run with foreign keys off (SQLite's procedure for changing a table).
+const V2: &str = "
+CREATE TABLE messages_v2 (
+    id          TEXT NOT NULL UNIQUE,
+    arrival     INTEGER NOT NULL,      -- unix seconds
+    sender      TEXT NOT NULL,         -- '' for the null sender
+    size        INTEGER NOT NULL,      -- bytes of data
+    held        INTEGER NOT NULL DEFAULT 0,
+    hold_reason TEXT,
+    client      TEXT NOT NULL DEFAULT '',
+    helo        TEXT NOT NULL DEFAULT '',
+    body        TEXT,                  -- MAIL BODY= (7BIT / 8BITMIME) or NULL
+    smtputf8    INTEGER NOT NULL DEFAULT 0,
+    ret         TEXT,                  -- DSN RET= (FULL / HDRS) or NULL
+    envid       TEXT,                  -- DSN ENVID, decoded from xtext
+    origin      TEXT NOT NULL DEFAULT 'smtp', -- 'smtp' or 'bounce' (made by mx2)
+    data        BLOB NOT NULL
+);
+INSERT INTO messages_v2 (id, arrival, sender, size, held, hold_reason, client, helo,
+                         body, smtputf8, ret, envid, origin, data)
+    SELECT id, arrival, sender, size, held, hold_reason, client, helo,
+           body, smtputf8, ret, envid, origin, data
+    FROM messages ORDER BY id;
+DROP TABLE messages;
+ALTER TABLE messages_v2 RENAME TO messages;
 ";
 
 /// Opens (creating if needed) the queue database with the settings every
@@ -105,11 +138,119 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             "queue schema version {version} is newer than this mx2 understands ({SCHEMA_VERSION}); refusing to touch it"
         );
     }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    // Foreign keys off while tables are rebuilt (dropping the old
+    // `messages` must not cascade into `recipients`); checked before commit.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let res = migrate_tables(conn, version);
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    res
+}
+
+fn migrate_tables(conn: &mut Connection, version: i64) -> Result<()> {
     let tx = conn.transaction()?;
     if version < 1 {
         tx.execute_batch(V1).context("creating queue schema v1")?;
     }
+    if version < 2 {
+        if version >= 1 {
+            tracing::info!("queue: migrating the queue to schema v2 (messages as a rowid table)");
+        }
+        tx.execute_batch(V2)
+            .context("migrating the queue to schema v2")?;
+    }
+    let broken: i64 = tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+        r.get(0)
+    })?;
+    if broken > 0 {
+        bail!("queue migration left {broken} recipients without their message; not committed");
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit().context("committing schema migration")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A queue written by mx2 with schema v1 keeps every message and
+    /// recipient through the migration, and the cascade still works.
+    #[test]
+    fn v1_queue_migrates_to_v2_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        {
+            let c = open(&path).unwrap();
+            c.execute_batch(V1).unwrap();
+            c.execute_batch(
+                "INSERT INTO messages (id, arrival, sender, size, held, hold_reason, data)
+                     VALUES ('A', 10, 's@x.example', 3, 1, 'held by admin', x'616263');
+                 INSERT INTO messages (id, arrival, sender, size, data)
+                     VALUES ('B', 11, '', 1, x'7a');
+                 INSERT INTO recipients (msg_id, idx, address, domain, status, attempts, next_attempt, last_reply)
+                     VALUES ('A', 0, 'u@example.jp', 'example.jp', 'deferred', 3, 99, '451 later'),
+                            ('A', 1, 'v@example.jp', 'example.jp', 'queued', 0, 10, NULL),
+                            ('B', 0, 'w@example.jp', 'example.jp', 'queued', 0, 11, NULL);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let mut c = open(&path).unwrap();
+        migrate(&mut c).unwrap();
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let sql: String = c
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'messages'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!sql.contains("WITHOUT ROWID"), "{sql}");
+        let a: (i64, String, i64, Option<String>, Vec<u8>) = c
+            .query_row(
+                "SELECT arrival, sender, held, hold_reason, data FROM messages WHERE id = 'A'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            a,
+            (
+                10,
+                "s@x.example".into(),
+                1,
+                Some("held by admin".into()),
+                b"abc".to_vec()
+            )
+        );
+        let rcpts: i64 = c
+            .query_row("SELECT count(*) FROM recipients", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rcpts, 3);
+        let fk: i64 = c
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1, "foreign keys back on after the migration");
+        c.execute("DELETE FROM messages WHERE id = 'A'", [])
+            .unwrap();
+        let left: i64 = c
+            .query_row("SELECT count(*) FROM recipients", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 1, "deleting a message still removes its recipients");
+        // Ids stay unique.
+        assert!(c
+            .execute(
+                "INSERT INTO messages (id, arrival, sender, size, data) VALUES ('B', 1, '', 0, x'')",
+                []
+            )
+            .is_err());
+        // Running it again changes nothing.
+        migrate(&mut c).unwrap();
+    }
 }
