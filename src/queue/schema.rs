@@ -61,6 +61,9 @@ CREATE TABLE recipient_cache (
 /// the full message bytes of the rows it passed (overflow pages included),
 /// so looking up one 4 KB message read several. `data` stays the last
 /// column so the envelope columns sit in the row's first page.
+/// The per-domain index also covers status and next attempt, so the
+/// scheduler can find another domain's due mail without walking a slow
+/// primary's whole backlog (350 ms per look at 1,000,000 recipients).
 /// Run with foreign keys off (SQLite's procedure for changing a table).
 const V2: &str = "
 CREATE TABLE messages_v2 (
@@ -86,6 +89,8 @@ INSERT INTO messages_v2 (id, arrival, sender, size, held, hold_reason, client, h
     FROM messages ORDER BY id;
 DROP TABLE messages;
 ALTER TABLE messages_v2 RENAME TO messages;
+DROP INDEX recipients_domain;
+CREATE INDEX recipients_domain_due ON recipients(domain, status, next_attempt);
 ";
 
 /// Opens (creating if needed) the queue database with the settings every
@@ -212,6 +217,14 @@ mod tests {
             )
             .unwrap();
         assert!(!sql.contains("WITHOUT ROWID"), "{sql}");
+        let indexes: Vec<String> = c
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'recipients' AND sql IS NOT NULL ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(indexes, ["recipients_domain_due", "recipients_due"]);
         let a: (i64, String, i64, Option<String>, Vec<u8>) = c
             .query_row(
                 "SELECT arrival, sender, held, hold_reason, data FROM messages WHERE id = 'A'",

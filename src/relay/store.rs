@@ -53,27 +53,11 @@ pub fn lease_due(
     } else {
         format!("\n{}\n", exclude.join("\n"))
     };
-    // Rows come in index order; duplicates are dropped here rather than by
-    // DISTINCT (another temporary table), and reading stops at `limit`.
-    let mut ids: Vec<String> = Vec::with_capacity(limit.min(1024));
-    let mut seen = HashSet::new();
-    {
-        let mut due = conn.prepare_cached(
-            "SELECT r.msg_id FROM recipients r JOIN messages m ON m.id = r.msg_id
-             WHERE r.status IN ('queued','deferred') AND r.next_attempt <= ?1 AND m.held = 0
-               AND (?2 = '' OR instr(?2, char(10) || r.domain || char(10)) = 0)",
-        )?;
-        let mut rows = due.query(params![now, exclude])?;
-        while ids.len() < limit {
-            let Some(row) = rows.next().context("finding due recipients")? else {
-                break;
-            };
-            let id: String = row.get(0)?;
-            if seen.insert(id.clone()) {
-                ids.push(id);
-            }
-        }
-    }
+    let ids = if exclude.is_empty() {
+        due_messages(conn, now, limit)?
+    } else {
+        due_messages_by_domain(conn, now, limit, &exclude)?
+    };
     let mut out = Vec::with_capacity(ids.len());
     // SELECT then UPDATE by key: `UPDATE … RETURNING` would also buffer
     // its rows in a temporary table.
@@ -136,6 +120,71 @@ pub fn lease_due(
         }
     }
     Ok(out)
+}
+
+/// Ids of up to `limit` messages with due recipients, oldest due first.
+/// Rows come in index order; duplicates are dropped here rather than by
+/// DISTINCT (a temporary table), and reading stops at `limit`.
+fn due_messages(conn: &Connection, now: i64, limit: usize) -> Result<Vec<String>> {
+    let mut due = conn.prepare_cached(
+        "SELECT r.msg_id FROM recipients r JOIN messages m ON m.id = r.msg_id
+         WHERE r.status IN ('queued','deferred') AND r.next_attempt <= ?1 AND m.held = 0",
+    )?;
+    let (mut ids, mut seen) = (Vec::new(), HashSet::new());
+    collect_ids(due.query(params![now])?, limit, &mut ids, &mut seen)?;
+    Ok(ids)
+}
+
+/// Like `due_messages`, for the domains not in `exclude` ("\nd1\nd2\n").
+/// Walks the domains through their index (one seek each) and asks each
+/// for its due rows, so a slow primary's backlog of any size is never
+/// read just to be skipped.
+fn due_messages_by_domain(
+    conn: &Connection,
+    now: i64,
+    limit: usize,
+    exclude: &str,
+) -> Result<Vec<String>> {
+    let mut first = conn.prepare_cached("SELECT domain FROM recipients ORDER BY domain LIMIT 1")?;
+    let mut next = conn.prepare_cached(
+        "SELECT domain FROM recipients WHERE domain > ?1 ORDER BY domain LIMIT 1",
+    )?;
+    let mut due = conn.prepare_cached(
+        "SELECT r.msg_id FROM recipients r JOIN messages m ON m.id = r.msg_id
+         WHERE r.domain = ?1 AND r.status IN ('queued','deferred') AND r.next_attempt <= ?2
+           AND m.held = 0",
+    )?;
+    let (mut ids, mut seen) = (Vec::new(), HashSet::new());
+    let mut domain: Option<String> = first.query_row([], |r| r.get(0)).optional()?;
+    while let Some(d) = domain {
+        if ids.len() >= limit {
+            break;
+        }
+        if !exclude.contains(&format!("\n{d}\n")) {
+            collect_ids(due.query(params![d, now])?, limit, &mut ids, &mut seen)?;
+        }
+        domain = next.query_row([&d], |r| r.get(0)).optional()?;
+    }
+    Ok(ids)
+}
+
+/// Appends the distinct ids of `rows` to `ids` until it holds `limit`.
+fn collect_ids(
+    mut rows: rusqlite::Rows<'_>,
+    limit: usize,
+    ids: &mut Vec<String>,
+    seen: &mut HashSet<String>,
+) -> Result<()> {
+    while ids.len() < limit {
+        let Some(row) = rows.next().context("finding due recipients")? else {
+            break;
+        };
+        let id: String = row.get(0)?;
+        if seen.insert(id.clone()) {
+            ids.push(id);
+        }
+    }
+    Ok(())
 }
 
 /// The bytes of a message, or `None` if it is gone (deleted meanwhile).
@@ -332,5 +381,102 @@ mod tests {
         assert!(delete_rcpt(&c, "A", 0).unwrap());
         assert!(delete_message_if_done(&c, "A").unwrap());
         assert_eq!(message_data(&c, "A").unwrap(), None);
+    }
+
+    /// The scheduler's queries against a queue of 1,000,000 recipients (a
+    /// benchmark, not a check; run it by hand):
+    /// `cargo test --release --lib million -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn million_recipient_queue_timings() {
+        use std::time::Instant;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        let mut c = schema::open(&path).unwrap();
+        schema::migrate(&mut c).unwrap();
+        let t = Instant::now();
+        let tx = c.transaction().unwrap();
+        for i in 0..1_000_000u32 {
+            // The slow primary's backlog, then ten for another domain.
+            let domain = if i >= 999_990 {
+                "other.example"
+            } else {
+                "example.jp"
+            };
+            insert::insert_message(
+                &tx,
+                &NewMessage {
+                    id: format!("M{i:08}"),
+                    arrival: 100,
+                    sender: "s@x.example".into(),
+                    params: MailParams::default(),
+                    recipients: vec![NewRecipient {
+                        address: format!("u{i}@{domain}"),
+                        notify: None,
+                        orcpt: None,
+                    }],
+                    client: String::new(),
+                    helo: String::new(),
+                    hold_reason: None,
+                    origin: "smtp",
+                    data: vec![b'x'; 200],
+                },
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        eprintln!("filled 1,000,000 in {:?}", t.elapsed());
+        let time = |what: &str, f: &mut dyn FnMut() -> usize| {
+            let t = Instant::now();
+            let n = f();
+            eprintln!("{what}: {n} in {:?}", t.elapsed());
+        };
+        let tx = c.transaction().unwrap();
+        time("lease 500 messages (nothing excluded)", &mut || {
+            lease_due(&tx, 200, 500, &[], 16 << 20).unwrap().len()
+        });
+        time("lease 500 more", &mut || {
+            lease_due(&tx, 200, 500, &[], 16 << 20).unwrap().len()
+        });
+        time(
+            "lease with example.jp excluded (the ten others)",
+            &mut || {
+                lease_due(&tx, 200, 500, &["example.jp".into()], 16 << 20)
+                    .unwrap()
+                    .len()
+            },
+        );
+        time(
+            "lease with example.jp excluded, nothing else due",
+            &mut || {
+                lease_due(&tx, 200, 500, &["example.jp".into()], 16 << 20)
+                    .unwrap()
+                    .len()
+            },
+        );
+        time("defer 1,000 leased", &mut || {
+            for i in 0..1000u32 {
+                defer_rcpt(&tx, &format!("M{i:08}"), 0, 900, "451 later", false).unwrap();
+            }
+            1000
+        });
+        time("waiting domains", &mut || {
+            waiting_domains(&tx, 200).unwrap().len()
+        });
+        time("release", &mut || {
+            release(&tx, &["example.jp".to_string()], 200).unwrap()
+        });
+        time("reclaim (nothing expired)", &mut || {
+            reclaim(&tx, 200, &HashSet::new()).unwrap()
+        });
+        time("deliver 1,000 (delete rows and messages)", &mut || {
+            for i in 1000..2000u32 {
+                let id = format!("M{i:08}");
+                delete_rcpt(&tx, &id, 0).unwrap();
+                delete_message_if_done(&tx, &id).unwrap();
+            }
+            1000
+        });
+        tx.commit().unwrap();
     }
 }
