@@ -12,8 +12,8 @@
 //!   MAIL, RCPT and DATA. Its end-of-data reply is read before theirs.
 //!   One round trip per message instead of two; the caller finishes an
 //!   awaiting transaction with `finish` when no next message is at hand.
-//! - The message is sent byte for byte: stored data is CRLF and not
-//!   dot-stuffed; every line starting with `.` gets one more, then `.CRLF`.
+//! - The message is sent byte for byte, dot-stuffed (`stuffing`); a big one
+//!   in pieces, never copied whole.
 //! - A reused connection that fails before the server said anything about
 //!   this message is reported as `Stale`, so the caller can retry on a
 //!   fresh connection instead of deferring (servers close idle sessions).
@@ -23,7 +23,12 @@ use std::time::Duration;
 use super::client::{Caps, Reply, Session, SmtpError};
 use super::job::Job;
 use super::outcome::{Class, RcptResult};
-use super::xtext;
+use super::{stuffing, xtext};
+
+/// Largest message whose content waits to ride with the next commands;
+/// bigger ones are sent at once, in pieces of `PIECE` bytes.
+const PIPELINED_CONTENT: usize = 256 * 1024;
+const PIECE: usize = 256 * 1024;
 
 /// What state the session is in after a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,14 +416,16 @@ async fn run(
         s.needs_rset = true;
         return Ok(Step::Ended(End::Open));
     }
-    if pipelined {
+    if pipelined && data.len() <= PIPELINED_CONTENT {
         // Leaves with the next message's commands (or by `finish`).
-        s.queue_out(stuff(data));
+        s.queue_out(stuffing::whole(data));
         return Ok(Step::Awaiting(accepted));
     }
-    s.send(&stuff(data), "while sending message content")
-        .await
-        .map_err(|e| (e, "sending message content"))?;
+    for piece in stuffing::Pieces::new(data, PIECE) {
+        s.send(&piece, "while sending message content")
+            .await
+            .map_err(|e| (e, "sending message content"))?;
+    }
     let done: Reply = s
         .read_reply_within(data_timeout, "after end of data")
         .await
@@ -476,24 +483,6 @@ fn rcpt_command(caps: &Caps, r: &super::job::Rcpt) -> String {
     c
 }
 
-/// Dot-stuffs `data` (CRLF lines, not stuffed) and appends the end-of-data
-/// line. A message not ending in CRLF gets one, so the terminator always
-/// stands on its own line.
-pub fn stuff(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 5);
-    for line in data.split_inclusive(|&b| b == b'\n') {
-        if line.first() == Some(&b'.') {
-            out.push(b'.');
-        }
-        out.extend_from_slice(line);
-    }
-    if !data.is_empty() && !data.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
-
 /// A failed session, worded as Postfix words it.
 pub fn session_failure(host: &str, e: &SmtpError, stage: &str) -> RcptResult {
     let (dsn, text) = match e {
@@ -516,21 +505,6 @@ pub fn session_failure(host: &str, e: &SmtpError, stage: &str) -> RcptResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stuffing_doubles_leading_dots_and_terminates() {
-        assert_eq!(stuff(b""), b".\r\n");
-        assert_eq!(stuff(b"a\r\n"), b"a\r\n.\r\n");
-        assert_eq!(
-            stuff(b".a\r\n..\r\n.\r\nx.y\r\n"),
-            b"..a\r\n...\r\n..\r\nx.y\r\n.\r\n"
-        );
-        // A message whose stored form lacks the final CRLF still ends cleanly.
-        assert_eq!(stuff(b"a\r\n."), b"a\r\n..\r\n.\r\n");
-        // A bare "\r\n.\r\n" inside the body can never end the message early.
-        let s = stuff(b"head\r\n\r\n.\r\nMAIL FROM:<x>\r\n");
-        assert_eq!(s, b"head\r\n\r\n..\r\nMAIL FROM:<x>\r\n.\r\n");
-    }
 
     fn job() -> Job {
         use super::super::job::{Msg, Rcpt};

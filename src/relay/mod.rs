@@ -31,6 +31,7 @@ mod retry;
 pub(crate) mod route;
 mod scheduler;
 mod store;
+mod stuffing;
 pub(crate) mod tls;
 mod worker;
 mod xtext;

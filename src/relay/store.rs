@@ -188,11 +188,23 @@ fn collect_ids(
 }
 
 /// The bytes of a message, or `None` if it is gone (deleted meanwhile).
+/// Read through incremental blob I/O into one buffer of the right size:
+/// a plain SELECT would hold the bytes twice (SQLite's copy and ours).
 pub fn message_data(conn: &Connection, id: &str) -> Result<Option<Vec<u8>>> {
-    Ok(conn
-        .prepare_cached("SELECT data FROM messages WHERE id = ?1")?
+    let rowid: Option<i64> = conn
+        .prepare_cached("SELECT rowid FROM messages WHERE id = ?1")?
         .query_row(params![id], |r| r.get(0))
-        .optional()?)
+        .optional()?;
+    let Some(rowid) = rowid else {
+        return Ok(None);
+    };
+    let mut blob = conn
+        .blob_open(rusqlite::MAIN_DB, "messages", "data", rowid, true)
+        .with_context(|| format!("opening the data of message {id}"))?;
+    let mut data = Vec::with_capacity(blob.len());
+    std::io::Read::read_to_end(&mut blob, &mut data)
+        .with_context(|| format!("reading the data of message {id}"))?;
+    Ok(Some(data))
 }
 
 /// A recipient is done (delivered or bounced). Returns whether it still existed.
