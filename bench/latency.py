@@ -35,7 +35,8 @@ else:
     scrapes = glob.glob(os.path.join(tmp, "mx2-metrics-*.txt"))
     if not scrapes:
         sys.exit(f"no scrapes in {tmp}")
-    path = max(scrapes, key=lambda p: read(p)[1])
+    # most samples (the accept scenario); the newest of those
+    path = max(scrapes, key=lambda p: (read(p)[1], os.path.getmtime(p)))
 buckets, count = read(path)
 if not count:
     sys.exit(f"no mx2_accept_seconds samples in {path}")
