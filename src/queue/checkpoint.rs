@@ -106,7 +106,7 @@ pub fn start(path: &Path, restart: Restart) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use crate::queue::{MailParams, NewMessage, NewRecipient, Queue};
+    use crate::queue::{NewMessage, Queue};
 
     /// Sustained commits (one writer, always more to write, a reader
     /// reading meanwhile) must not grow the WAL without bound: 240 MB of
@@ -126,22 +126,8 @@ mod tests {
             let mut tasks = Vec::new();
             for i in 0..50 {
                 let q = q.clone();
-                let m = NewMessage {
-                    id: format!("M{round:04}{i:03}"),
-                    arrival: 0,
-                    sender: "s@example.org".into(),
-                    params: MailParams::default(),
-                    recipients: vec![NewRecipient {
-                        address: "r@example.jp".into(),
-                        notify: None,
-                        orcpt: None,
-                    }],
-                    client: String::new(),
-                    helo: String::new(),
-                    hold_reason: None,
-                    origin: "smtp",
-                    data: body.clone(),
-                };
+                let id = format!("M{round:04}{i:03}");
+                let m = NewMessage::for_test(&id, &["r@example.jp"], body.clone());
                 tasks.push(tokio::spawn(async move { q.insert(m).await }));
             }
             for t in tasks {

@@ -43,6 +43,33 @@ pub struct NewMessage {
     pub data: Vec<u8>,
 }
 
+#[cfg(test)]
+impl NewMessage {
+    /// A received message for tests: sender `s@x.example`, arrival 100,
+    /// no DSN parameters.
+    pub fn for_test(id: &str, rcpts: &[&str], data: Vec<u8>) -> NewMessage {
+        NewMessage {
+            id: id.into(),
+            arrival: 100,
+            sender: "s@x.example".into(),
+            params: MailParams::default(),
+            recipients: rcpts
+                .iter()
+                .map(|a| NewRecipient {
+                    address: a.to_string(),
+                    notify: None,
+                    orcpt: None,
+                })
+                .collect(),
+            client: String::new(),
+            helo: String::new(),
+            hold_reason: None,
+            origin: "smtp",
+            data,
+        }
+    }
+}
+
 /// The lower-cased domain of an address (`user@Example.JP` → `example.jp`).
 pub fn domain_of(address: &str) -> String {
     address

@@ -293,7 +293,7 @@ pub fn reclaim(conn: &Connection, now: i64, held: &HashSet<(String, i64)>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{insert, schema, MailParams, NewMessage, NewRecipient};
+    use crate::queue::{insert, schema, NewMessage};
 
     fn db() -> Connection {
         let mut c = Connection::open_in_memory().unwrap();
@@ -302,29 +302,9 @@ mod tests {
     }
 
     fn put(c: &Connection, id: &str, rcpts: &[&str], held: bool) {
-        insert::insert_message(
-            c,
-            &NewMessage {
-                id: id.into(),
-                arrival: 100,
-                sender: "s@x.example".into(),
-                params: MailParams::default(),
-                recipients: rcpts
-                    .iter()
-                    .map(|a| NewRecipient {
-                        address: a.to_string(),
-                        notify: None,
-                        orcpt: None,
-                    })
-                    .collect(),
-                client: String::new(),
-                helo: String::new(),
-                hold_reason: held.then(|| "held".into()),
-                origin: "smtp",
-                data: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
-            },
-        )
-        .unwrap();
+        let mut m = NewMessage::for_test(id, rcpts, b"Subject: x\r\n\r\nbody\r\n".to_vec());
+        m.hold_reason = held.then(|| "held".into());
+        insert::insert_message(c, &m).unwrap();
     }
 
     #[test]
@@ -415,26 +395,9 @@ mod tests {
             } else {
                 "example.jp"
             };
-            insert::insert_message(
-                &tx,
-                &NewMessage {
-                    id: format!("M{i:08}"),
-                    arrival: 100,
-                    sender: "s@x.example".into(),
-                    params: MailParams::default(),
-                    recipients: vec![NewRecipient {
-                        address: format!("u{i}@{domain}"),
-                        notify: None,
-                        orcpt: None,
-                    }],
-                    client: String::new(),
-                    helo: String::new(),
-                    hold_reason: None,
-                    origin: "smtp",
-                    data: vec![b'x'; 200],
-                },
-            )
-            .unwrap();
+            let rcpt = format!("u{i}@{domain}");
+            let m = NewMessage::for_test(&format!("M{i:08}"), &[&rcpt], vec![b'x'; 200]);
+            insert::insert_message(&tx, &m).unwrap();
         }
         tx.commit().unwrap();
         eprintln!("filled 1,000,000 in {:?}", t.elapsed());
