@@ -18,7 +18,7 @@ pub mod callout;
 pub mod list;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -119,6 +119,9 @@ pub struct Verifier {
     list_stamp: Mutex<Option<std::time::SystemTime>>,
     connector: Option<Connector>,
     db_path: PathBuf,
+    /// One read connection for the cache, opened on first use and dropped
+    /// after an error (opening one per RCPT cost more than the read).
+    reader: Mutex<Option<rusqlite::Connection>>,
     writer: CacheWriter,
     inflight: Mutex<HashMap<String, watch::Receiver<Option<Answer>>>>,
     bucket: Mutex<Bucket>,
@@ -140,6 +143,7 @@ impl Verifier {
         let rate = cfg.relay.verify_rate as f64;
         Ok(Verifier {
             db_path: cfg.queue.path.clone(),
+            reader: Mutex::new(None),
             list: RwLock::new(list.map(Arc::new)),
             list_stamp: Mutex::new(stamp),
             connector,
@@ -278,7 +282,20 @@ impl Verifier {
     }
 
     fn cached(&self, address: &str) -> Option<cache::Cached> {
-        cached_in(&self.db_path, address)
+        let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if reader.is_none() {
+            // A missing database simply has no answers yet.
+            *reader = crate::queue::schema::open_existing(&self.db_path).ok()?;
+        }
+        let conn = reader.as_ref()?;
+        match cache::get(conn, address) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("recipient cache unreadable for {address}: {e:#}");
+                *reader = None;
+                None
+            }
+        }
     }
 
     /// One callout per address at a time; late askers wait for its answer.
@@ -362,13 +379,4 @@ impl Verifier {
         }
         answer
     }
-}
-
-/// Reads a remembered answer (a missing database simply has none).
-fn cached_in(db: &Path, address: &str) -> Option<cache::Cached> {
-    if !db.exists() {
-        return None;
-    }
-    let conn = crate::queue::schema::open_existing(db).ok()??;
-    cache::get(&conn, address).ok().flatten()
 }
