@@ -8,7 +8,9 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use anyhow::bail;
-use transport::{add_entry, normalize_domain, remove_entry, write_atomic, Host, TransportMap};
+use transport::{
+    add_entry, edit_locked, normalize_domain, remove_entry, write_atomic, Host, TransportMap,
+};
 
 /// `mx2 transport …`
 #[derive(clap::Subcommand, Debug)]
@@ -68,16 +70,37 @@ fn read_text(path: &Path) -> anyhow::Result<String> {
     }
 }
 
+/// Runs a read-modify-write of the map under the editors' lock
+/// (`transport::edit_locked`), keeping `edit`'s own error as it is.
+fn locked<T>(path: &Path, edit: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mut inner = None;
+    let res = edit_locked(path, || match edit() {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            inner = Some(e);
+            Err(io::Error::other("edit failed"))
+        }
+    });
+    match (res, inner) {
+        (_, Some(e)) => Err(e),
+        (Ok(v), None) => Ok(v),
+        (Err(e), None) => bail!("cannot lock the directory of {}: {e}", path.display()),
+    }
+}
+
 fn add(path: &Path, domain: &str, nexthop: &str) -> anyhow::Result<i32> {
     let file = path.display().to_string();
-    let text = read_text(path)?;
-    let new = match add_entry(&text, &file, domain, nexthop) {
-        Ok(t) => t,
-        Err(e) => bail!("{e}"),
-    };
-    if let Err(e) = write_atomic(path, &new) {
-        bail!("cannot write {file}: {e}");
-    }
+    let new = locked(path, || {
+        let text = read_text(path)?;
+        let new = match add_entry(&text, &file, domain, nexthop) {
+            Ok(t) => t,
+            Err(e) => bail!("{e}"),
+        };
+        if let Err(e) = write_atomic(path, &new) {
+            bail!("cannot write {file}: {e}");
+        }
+        Ok(new)
+    })?;
     let map = TransportMap::parse(&new, &file).map_err(|e| anyhow::anyhow!("{e}"))?;
     match map.entry(domain.trim()) {
         Some(r) => println!("added {file}:{}: {} {}", r.line, r.pattern, r.raw_value),
@@ -88,6 +111,16 @@ fn add(path: &Path, domain: &str, nexthop: &str) -> anyhow::Result<i32> {
 
 fn remove(path: &Path, domain: &str) -> anyhow::Result<i32> {
     let file = path.display().to_string();
+    let old = locked(path, || remove_from(path, &file, domain))?;
+    match old {
+        Some(r) => println!("removed {file}:{}: {} {}", r.line, r.pattern, r.raw_value),
+        None => println!("removed {} from {file}", domain.trim()),
+    }
+    Ok(0)
+}
+
+/// Removes `domain`'s entry; returns the entry as it was.
+fn remove_from(path: &Path, file: &str, domain: &str) -> anyhow::Result<Option<transport::Route>> {
     let text = match std::fs::read(path) {
         Ok(bytes) => {
             String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{file}: not valid UTF-8"))?
@@ -97,21 +130,17 @@ fn remove(path: &Path, domain: &str) -> anyhow::Result<i32> {
         }
         Err(e) => bail!("cannot read {file}: {e}"),
     };
-    let old = TransportMap::parse(&text, &file)
+    let old = TransportMap::parse(&text, file)
         .ok()
         .and_then(|m| m.entry(domain.trim()).cloned());
-    let new = match remove_entry(&text, &file, domain) {
+    let new = match remove_entry(&text, file, domain) {
         Ok(t) => t,
         Err(e) => bail!("{e}"),
     };
     if let Err(e) = write_atomic(path, &new) {
         bail!("cannot write {file}: {e}");
     }
-    match old {
-        Some(r) => println!("removed {file}:{}: {} {}", r.line, r.pattern, r.raw_value),
-        None => println!("removed {} from {file}", domain.trim()),
-    }
-    Ok(0)
+    Ok(old)
 }
 
 /// The domain of `user@domain`, `<user@domain>` or a bare domain.

@@ -57,6 +57,27 @@ pub fn write_atomic(path: &Path, contents: &str) -> io::Result<()> {
     result
 }
 
+/// Runs `edit` (read the file, change it, `write_atomic` it) while holding
+/// an exclusive lock, so two `mx2 transport add` at once cannot lose one
+/// of the changes. The lock is on the file's directory: the file itself is
+/// replaced by a rename, so a lock on it would not be seen by the next
+/// editor. Readers (the daemon) take no lock and are never blocked.
+pub fn edit_locked<T>(path: &Path, edit: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    let target: PathBuf = match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path)?,
+        _ => path.to_path_buf(),
+    };
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let lock = File::open(&dir)?;
+    lock.lock()?;
+    let result = edit();
+    let _ = lock.unlock();
+    result
+}
+
 fn create_temp(dir: &Path, name: &str, private: bool) -> io::Result<(PathBuf, File)> {
     let pid = std::process::id();
     loop {

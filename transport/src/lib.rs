@@ -78,7 +78,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-pub use atomic::write_atomic;
+pub use atomic::{edit_locked, write_atomic};
 pub use domain::normalize_domain;
 pub use edit::{add_entry, remove_entry};
 pub use nexthop::{parse_nexthop, parse_nexthop_list, Host, NextHop};

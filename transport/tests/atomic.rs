@@ -61,3 +61,37 @@ fn missing_directory_is_an_error() {
     assert!(write_atomic(&path, "x\n").is_err());
     assert_eq!(names(dir.path()), Vec::<String>::new());
 }
+
+/// Concurrent read-modify-write editors, as two admins running
+/// `mx2 transport add` at once: with the lock every change survives.
+#[test]
+fn locked_edits_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("transport.map");
+    std::fs::write(&path, "").unwrap();
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                for j in 0..10 {
+                    transport::edit_locked(&path, || {
+                        let text = std::fs::read_to_string(&path)?;
+                        // Give a racing editor every chance to interleave.
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                        let domain = format!("d{i}-{j}.example");
+                        let new =
+                            transport::add_entry(&text, "transport.map", &domain, "[192.0.2.1]")
+                                .map_err(|e| std::io::Error::other(e.to_string()))?;
+                        transport::write_atomic(&path, &new)
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 160, "{text}");
+}
