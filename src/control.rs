@@ -2,7 +2,8 @@
 //!
 //! A unix socket (mode 0600: only the daemon's user and root may steer
 //! it) taking one line per connection: `flush` (look at the queue now),
-//! `reload` (tables and certificates, like SIGHUP) or `status`.
+//! `reload` (tables and certificates, like SIGHUP), `withdraw ID…` (the
+//! admin deleted these: do not send them, `queue::withdrawn`) or `status`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -45,7 +46,16 @@ pub fn start(path: &Path, queue: Queue, tables: Arc<Tables>) -> Result<()> {
                 else {
                     return;
                 };
-                let answer = match line.trim() {
+                let line = line.trim();
+                if let Some(ids) = line.strip_prefix("withdraw ") {
+                    let ids = ids
+                        .split_whitespace()
+                        .filter(|id| crate::queue::id::is_valid(id));
+                    queue.withdrawn.add(ids.map(str::to_string));
+                    let _ = w.write_all(b"ok\n").await;
+                    return;
+                }
+                let answer = match line {
                     "flush" => {
                         queue.wakeup.notify_one();
                         "ok".to_string()

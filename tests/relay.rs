@@ -566,6 +566,62 @@ fn kill_during_delivery_delivers_after_restart_at_most_once_more() {
     assert_eq!(txns[0].data, txns[1].data);
 }
 
+/// A message deleted while its delivery waits for a connection (leased,
+/// its bytes already read) is not sent.
+#[test]
+fn a_message_deleted_while_leased_is_not_sent() {
+    let sink = Sink::start();
+    sink.set_hold(true);
+    let d = Daemon::start_with(
+        &route("example.jp", &sink),
+        "",
+        "",
+        "destination_concurrency = 1\n",
+    );
+    let mut c = d.client();
+    for who in ["a", "b", "c"] {
+        let r = c.send_mail(
+            "s@sender.test",
+            &[&format!("{who}@example.jp")],
+            &message(who),
+        );
+        assert!(r.starts_with("250"), "{r}");
+    }
+    // a waits for its reply at the primary; b and c wait, leased, for the
+    // one connection.
+    assert!(wait_for(10, || sink.count() == 1), "{}", d.log());
+    assert!(
+        wait_for(10, || rows(&d).iter().all(|r| r.1 == "active")),
+        "{:?}",
+        rows(&d)
+    );
+    let c_id: String = d
+        .db()
+        .query_row(
+            "SELECT msg_id FROM recipients WHERE address = 'c@example.jp'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let (code, out, err) = d.cli(&["queue", "delete", &c_id]);
+    assert_eq!(code, 0, "{out}{err}");
+    // a gets its reply, b goes out on the same session, c never does.
+    sink.set_hold(false);
+    assert!(
+        wait_for(15, || messages(&d) == 0),
+        "{:?}\n{}",
+        rows(&d),
+        d.log()
+    );
+    let got: Vec<String> = sink.txns().iter().flat_map(|t| t.rcpts.clone()).collect();
+    assert!(got.contains(&"a@example.jp".to_string()), "{got:?}");
+    assert!(got.contains(&"b@example.jp".to_string()), "{got:?}");
+    assert!(
+        !got.contains(&"c@example.jp".to_string()),
+        "deleted c was sent: {got:?}"
+    );
+}
+
 #[test]
 fn opportunistic_tls_falls_back_to_plain_and_required_defers() {
     let sink = Sink::start();

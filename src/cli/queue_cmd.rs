@@ -153,14 +153,17 @@ pub fn run(cmd: &Command, cfg: &Config) -> Result<i32> {
         }
         Command::Delete { ids, all, domain } => {
             if *all {
+                let leased = admin::leased_ids(&conn)?;
                 let n = admin::delete_all(&conn)?;
                 tracing::info!("queue: all {n} messages deleted by admin");
+                withdraw(cfg, &leased);
                 writeln!(out, "{n} messages deleted")?;
             } else if let Some(d) = domain {
                 let (n, gone) = admin::delete_domain(&conn, d)?;
                 for id in &gone {
                     tracing::info!("{id}: removed by admin (domain {d})");
                 }
+                withdraw(cfg, &gone);
                 writeln!(
                     out,
                     "{n} recipients of {d} deleted, {} messages removed",
@@ -170,6 +173,12 @@ pub fn run(cmd: &Command, cfg: &Config) -> Result<i32> {
                 bail!("name the messages to delete (IDs, --all or --domain D)");
             } else {
                 let missing = admin::delete(&conn, ids)?;
+                let gone: Vec<String> = ids
+                    .iter()
+                    .filter(|id| !missing.contains(id))
+                    .cloned()
+                    .collect();
+                withdraw(cfg, &gone);
                 return report(&mut out, ids, &missing, "deleted");
             }
         }
@@ -226,6 +235,17 @@ fn report(out: &mut impl Write, ids: &[String], missing: &[String], what: &str) 
         }
     }
     Ok(if missing.is_empty() { 0 } else { 1 })
+}
+
+/// Tells a running daemon not to send these deleted messages if it already
+/// holds their bytes (best effort: without a daemon there is nothing to stop).
+fn withdraw(cfg: &Config, ids: &[String]) {
+    for chunk in ids.chunks(500) {
+        let line = format!("withdraw {}", chunk.join(" "));
+        if crate::control::request(&cfg.control.socket, &line).is_err() {
+            return;
+        }
+    }
 }
 
 /// Tells a running daemon to look at the queue now; false if none answered.

@@ -156,6 +156,15 @@ pub fn delete(conn: &Connection, ids: &[String]) -> Result<Vec<String>> {
     Ok(missing)
 }
 
+/// Ids of messages with a recipient leased for delivery right now.
+pub fn leased_ids(conn: &Connection) -> Result<Vec<String>> {
+    let mut st = conn.prepare("SELECT DISTINCT msg_id FROM recipients WHERE status = 'active'")?;
+    let ids = st
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
 /// Deletes every message; returns how many.
 pub fn delete_all(conn: &Connection) -> Result<usize> {
     Ok(conn.execute("DELETE FROM messages", [])?)

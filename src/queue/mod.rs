@@ -5,6 +5,8 @@
 //! - `insert`: storing a received message.
 //! - `admin`: what the CLI reads and edits (list, show, hold, delete, stats).
 //! - `id`: queue ids.
+//! - `checkpoint`: background WAL checkpoints.
+//! - `withdrawn`: ids the admin deleted while the relay may hold their bytes.
 
 pub mod admin;
 pub mod checkpoint;
@@ -12,6 +14,7 @@ pub mod id;
 pub mod insert;
 pub mod message;
 pub mod schema;
+pub mod withdrawn;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +34,8 @@ pub struct Queue {
     writer: Writer,
     /// Poked whenever something becomes due now (new mail, flush, release).
     pub wakeup: Arc<Notify>,
+    /// Messages deleted by the admin that must not be sent (see `withdrawn`).
+    pub withdrawn: withdrawn::Withdrawn,
 }
 
 impl Queue {
@@ -66,6 +71,7 @@ impl Queue {
             path: path.to_path_buf(),
             writer,
             wakeup: Arc::new(Notify::new()),
+            withdrawn: withdrawn::Withdrawn::default(),
         })
     }
 

@@ -48,6 +48,7 @@ struct Config {
     rcpt_replies: HashMap<String, String>,
     data_reply: Option<String>,
     stall_after_data: bool,
+    hold_after_data: bool,
     broken_starttls: bool,
     dsn: bool,
     pipelining: bool,
@@ -94,6 +95,7 @@ impl Sink {
                 rcpt_replies: HashMap::new(),
                 data_reply: None,
                 stall_after_data: false,
+                hold_after_data: false,
                 broken_starttls: false,
                 dsn: true,
                 pipelining: true,
@@ -165,6 +167,11 @@ impl Sink {
     }
 
     /// After the final dot: record the message, then say nothing while set.
+    /// While on, the reply to a final dot waits (then comes as usual).
+    pub fn set_hold(&self, on: bool) {
+        self.inner.cfg.lock().unwrap().hold_after_data = on;
+    }
+
     pub fn set_stall(&self, on: bool) {
         self.inner.cfg.lock().unwrap().stall_after_data = on;
     }
@@ -374,6 +381,15 @@ fn session(inner: &Inner, stream: TcpStream) -> std::io::Result<()> {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 return Ok(());
+            }
+            if cfg.hold_after_data {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while inner.cfg.lock().unwrap().hold_after_data
+                    && Instant::now() < deadline
+                    && !inner.shutdown.load(Ordering::SeqCst)
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
             }
             let n = inner.queued.fetch_add(1, Ordering::SeqCst) + 1;
             let reply = cfg
