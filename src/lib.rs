@@ -16,4 +16,5 @@ pub mod relay;
 pub mod scan;
 pub mod serve;
 pub mod smtp;
+pub mod stream;
 pub mod tables;

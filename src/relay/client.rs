@@ -9,14 +9,14 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::stream::Stream;
 use tokio::time::timeout;
 
 /// Longest reply line accepted (RFC 5321 says 512; be generous).
@@ -136,50 +136,6 @@ impl Caps {
             }
         }
         c
-    }
-}
-
-/// The transport under a session: plain TCP, or TLS after STARTTLS.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
     }
 }
 
@@ -418,7 +374,9 @@ impl Session {
         }
         let tcp = match self.stream {
             Stream::Plain(t) => t,
-            Stream::Tls(_) => return Err(SmtpError::Protocol("STARTTLS twice".into())),
+            Stream::Tls(_) | Stream::Gone => {
+                return Err(SmtpError::Protocol("STARTTLS twice".into()))
+            }
         };
         let connector = tokio_rustls::TlsConnector::from(config);
         let tls = match timeout(self.command_timeout, connector.connect(server_name, tcp)).await {
@@ -426,7 +384,7 @@ impl Session {
             Ok(Err(e)) => return Err(SmtpError::Tls(e.to_string())),
             Ok(Ok(s)) => s,
         };
-        self.stream = Stream::Tls(Box::new(tls));
+        self.stream = Stream::Tls(Box::new(tls.into()));
         self.buf.clear();
         self.pos = 0;
         self.tls = true;

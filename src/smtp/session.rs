@@ -528,7 +528,7 @@ impl Session {
         };
         match tokio::time::timeout(Duration::from_secs(60), acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => {
-                conn.stream = Stream::Tls(Box::new(tls));
+                conn.stream = Stream::Tls(Box::new(tls.into()));
                 self.tls = true;
                 self.helo = None;
                 self.esmtp = false;
