@@ -746,6 +746,79 @@ fn corpus_through(port: u16, maildir: &Path, primary_mark: &str, logs: &dyn Fn()
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// Queues the corpus with the primary's route pointing nowhere, then
+/// points it at the primary and flushes: the whole backlog leaves at once,
+/// several messages per session, each message's content pipelined with the
+/// next message's commands. Every message must arrive intact.
+fn backlog_through(
+    d: &Daemon,
+    primary_port: u16,
+    maildir: &Path,
+    primary_mark: &str,
+    logs: &dyn Fn() -> String,
+    sessions: &dyn Fn(&str) -> usize,
+) {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    std::fs::write(
+        d.path("transport.map"),
+        format!("example.jp smtp:[127.0.0.1]:{dead_port}\n"),
+    )
+    .unwrap();
+    d.signal("HUP");
+    std::thread::sleep(Duration::from_millis(1500));
+    let files = corpus::load();
+    for round in 0..3 {
+        for (name, msg) in &files {
+            let msg = text(msg).replace(
+                &format!("Message-ID: <corpus-{}.", &name[..2]),
+                &format!("Message-ID: <backlog{round}-{}.", &name[..2]),
+            );
+            let body = if msg.bytes().any(|b| b >= 0x80) {
+                " BODY=8BITMIME"
+            } else {
+                ""
+            };
+            send_raw(
+                d.port,
+                &format!("<{SENDER}>{body}"),
+                &["<bob@example.jp>"],
+                msg.as_bytes(),
+            );
+        }
+    }
+    let n = 3 * files.len();
+    std::fs::write(
+        d.path("transport.map"),
+        format!("example.jp smtp:[127.0.0.1]:{primary_port}\n"),
+    )
+    .unwrap();
+    d.signal("HUP");
+    std::thread::sleep(Duration::from_millis(1500));
+    d.cli(&["queue", "flush"]);
+    let got = wait_maildir(maildir, n, 60);
+    assert_eq!(got.len(), n, "delivered {} of {n}\n{}", got.len(), logs());
+    // Several messages shared a session (so content rode with the next
+    // message's commands), as the primary's own log shows.
+    let log = logs();
+    let used = sessions(&log);
+    assert!(used > 0 && used < n, "{n} messages over {used} sessions\n{log}");
+    for round in 0..3 {
+        for (name, msg) in &files {
+            let id = format!("Message-ID: <backlog{round}-{}.", &name[..2]);
+            let Some(m) = got.iter().find(|m| text(m).contains(&id)) else {
+                panic!("{id} not delivered\n{}", logs());
+            };
+            let want = text(msg).replace(&format!("Message-ID: <corpus-{}.", &name[..2]), &id);
+            let dl = corpus::split_delivered(m, primary_mark).unwrap();
+            if let Err(e) = corpus::compare(want.as_bytes(), &dl.rest) {
+                panic!("{id}: {e}");
+            }
+        }
+    }
+}
+
 /// A Postfix primary and mx2 in front of it; `*` sends mx2's own DSNs
 /// there too (it hosts sender.example, where they land).
 fn postfix_primary(tls: bool, relay: &str) -> (Option<Cert>, Postfix, Daemon) {
@@ -770,6 +843,25 @@ fn mx2_to_postfix_corpus() {
         &|| format!("{}\nmx2:\n{}", pf.log(), d.log()),
     );
     assert!(!pf.log().contains("TLS connection established"));
+}
+
+/// A backlog of 30 messages drained into Postfix in pipelined sessions.
+#[test]
+fn mx2_to_postfix_backlog() {
+    let _t = timer("mx2_to_postfix_backlog");
+    let (_c, pf, d) = postfix_primary(false, "");
+    backlog_through(
+        &d,
+        pf.port,
+        &pf.maildir("bob"),
+        "by pf-primary.test (Postfix) with ESMTP id",
+        &|| format!("{}\nmx2:\n{}", pf.log(), d.log()),
+        &|log| {
+            log.lines()
+                .filter(|l| l.contains("postfix/smtpd[") && l.contains(": connect from"))
+                .count()
+        },
+    );
 }
 
 /// Postfix offers STARTTLS, mx2 has `[relay] tls = "required"`.
@@ -1000,6 +1092,29 @@ fn mx2_to_exim_corpus() {
         &ex.maildir("bob"),
         "by exim-primary.test with esmtp (Exim 4.96)",
         &|| format!("{}\nmx2:\n{}", ex.logs(), d.log()),
+    );
+}
+
+/// A backlog of 30 messages drained into Exim in pipelined sessions.
+#[test]
+fn mx2_to_exim_backlog() {
+    let _t = timer("mx2_to_exim_backlog");
+    let (_c, ex, d) = exim_primary(false, "");
+    backlog_through(
+        &d,
+        ex.port,
+        &ex.maildir("bob"),
+        "by exim-primary.test with esmtp (Exim 4.96)",
+        &|| format!("{}\nmx2:\n{}", ex.logs(), d.log()),
+        &|log| {
+            // Exim forks per connection; the id's middle part is that pid.
+            let pids: std::collections::HashSet<&str> = log
+                .lines()
+                .filter(|l| l.contains(" <= "))
+                .filter_map(|l| l.split_whitespace().nth(2)?.split('-').nth(1))
+                .collect();
+            pids.len()
+        },
     );
 }
 
