@@ -803,7 +803,10 @@ fn backlog_through(
     // message's commands), as the primary's own log shows.
     let log = logs();
     let used = sessions(&log);
-    assert!(used > 0 && used < n, "{n} messages over {used} sessions\n{log}");
+    assert!(
+        used > 0 && used < n,
+        "{n} messages over {used} sessions\n{log}"
+    );
     for round in 0..3 {
         for (name, msg) in &files {
             let id = format!("Message-ID: <backlog{round}-{}.", &name[..2]);
