@@ -7,6 +7,11 @@
 //! closed with QUIT. A reused session found dead before the server said
 //! anything about the message is replaced once, without counting as an
 //! attempt.
+//!
+//! With PIPELINING a sent message stays `Pending` (its end-of-data reply
+//! unread) while the next job at hand goes out in the same write; with no
+//! job at hand the reply is read at once, so nothing waits on the pairing.
+//! Every pending message is finished and recorded before the worker ends.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
