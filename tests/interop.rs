@@ -224,29 +224,7 @@ fn py(p: Py<'_>, peer_log: &dyn Fn() -> String) -> String {
 /// / `TO:`. Returns the reply to the final dot.
 fn send_raw(port: u16, mail: &str, rcpts: &[&str], msg: &[u8]) -> String {
     let mut c = Client::connect(port);
-    let r = c.cmd("EHLO client.test");
-    assert!(r.starts_with("250"), "{r}");
-    let r = c.cmd(&format!("MAIL FROM:{mail}"));
-    assert!(r.starts_with("250"), "MAIL {mail}: {r}");
-    for rc in rcpts {
-        let r = c.cmd(&format!("RCPT TO:{rc}"));
-        assert!(r.starts_with("250"), "RCPT {rc}: {r}");
-    }
-    let r = c.cmd("DATA");
-    assert!(r.starts_with("354"), "{r}");
-    let mut stuffed = Vec::new();
-    for line in msg.split_inclusive(|&b| b == b'\n') {
-        if line.first() == Some(&b'.') {
-            stuffed.push(b'.');
-        }
-        stuffed.extend_from_slice(line);
-    }
-    if !stuffed.ends_with(b"\r\n") {
-        stuffed.extend_from_slice(b"\r\n");
-    }
-    stuffed.extend_from_slice(b".\r\n");
-    c.send_raw(&stuffed);
-    let r = c.reply();
+    let r = c.send_mail_args(mail, rcpts, msg);
     c.cmd("QUIT");
     assert!(r.starts_with("250"), "end of data: {r}");
     r

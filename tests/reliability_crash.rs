@@ -145,32 +145,14 @@ fn primary_session(st: &PrimaryState, conn: TcpStream, slow_percent: u32) -> std
             out.write_all(b"250 2.1.5 Ok\r\n")?;
         } else if text == "DATA" {
             out.write_all(b"354 go ahead\r\n")?;
-            let mut data = Vec::new();
-            loop {
-                line.clear();
-                if r.read_until(b'\n', &mut line)? == 0 {
-                    return Ok(());
-                }
-                if line == b".\r\n" {
-                    break;
-                }
-                let l = if line.first() == Some(&b'.') {
-                    &line[1..]
-                } else {
-                    &line[..]
-                };
-                data.extend_from_slice(l);
-            }
+            let Some(data) = common::sink::read_data(&mut r)? else {
+                return Ok(());
+            };
             st.received.fetch_add(1, Ordering::SeqCst);
-            let text = String::from_utf8_lossy(&data);
-            let token = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Message-ID: <"))
-                .and_then(|l| l.split('@').next())
-                .unwrap_or("")
-                .to_string();
+            let token = common::token_of(&data);
             if token.is_empty() || !data.ends_with(&message(&token)) {
-                st.corrupt.lock().unwrap().push(text.into_owned());
+                let text = String::from_utf8_lossy(&data).into_owned();
+                st.corrupt.lock().unwrap().push(text);
             }
             let got_data = Instant::now();
             let generation = st.generation.load(Ordering::SeqCst);

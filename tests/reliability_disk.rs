@@ -24,15 +24,6 @@ fn body(token: &str) -> Vec<u8> {
     b
 }
 
-fn token_of(data: &[u8]) -> String {
-    String::from_utf8_lossy(data)
-        .lines()
-        .find_map(|l| l.strip_prefix("Message-ID: <"))
-        .and_then(|l| l.split('@').next())
-        .unwrap_or("")
-        .to_string()
-}
-
 /// What the relay does while the disk is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WhileFull {
@@ -116,7 +107,7 @@ fn fill_then_recover(mode: WhileFull) {
     std::thread::sleep(Duration::from_millis(1500));
     let mut copies: HashMap<String, usize> = HashMap::new();
     for t in sink.txns() {
-        *copies.entry(token_of(&t.data)).or_default() += 1;
+        *copies.entry(common::token_of(&t.data)).or_default() += 1;
     }
     eprintln!(
         "disk full ({mode:?}): {} accepted before 452, {while_full} delivered while still full, {} transactions after space returned, max copies {:?}, took {:?}",
@@ -152,7 +143,7 @@ fn fill_then_recover(mode: WhileFull) {
     assert!(wait_for(10, || sink
         .txns()
         .iter()
-        .any(|t| token_of(&t.data) == "after")));
+        .any(|t| common::token_of(&t.data) == "after")));
     drop(d);
 }
 

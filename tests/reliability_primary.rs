@@ -195,17 +195,9 @@ fn bad_session(
                 continue;
             }
             out.write_all(b"354 go ahead\r\n")?;
-            let mut data = Vec::new();
-            loop {
-                line.clear();
-                if r.read_until(b'\n', &mut line)? == 0 {
-                    return Ok(());
-                }
-                if line == b".\r\n" {
-                    break;
-                }
-                data.extend_from_slice(&line);
-            }
+            let Some(data) = common::sink::read_data(&mut r)? else {
+                return Ok(());
+            };
             match mode() {
                 Mode::DropAfterData => {
                     let _ = out.shutdown(Shutdown::Both);
@@ -217,13 +209,9 @@ fn bad_session(
                 }
                 _ => {}
             }
-            let text = String::from_utf8_lossy(&data);
-            if let Some(t) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Message-ID: <"))
-                .and_then(|l| l.split('@').next())
-            {
-                got.lock().unwrap().push(t.to_string());
+            let t = common::token_of(&data);
+            if !t.is_empty() {
+                got.lock().unwrap().push(t);
             }
             out.write_all(b"250 2.0.0 Ok: queued\r\n")?;
         } else if text == "QUIT" {
@@ -263,15 +251,6 @@ fn rows(d: &Daemon, domain: &str) -> Vec<(String, i64, String)> {
     .collect()
 }
 
-fn token_of(data: &[u8]) -> String {
-    String::from_utf8_lossy(data)
-        .lines()
-        .find_map(|l| l.strip_prefix("Message-ID: <"))
-        .and_then(|l| l.split('@').next())
-        .unwrap_or("")
-        .to_string()
-}
-
 /// Sends one message to the healthy destination every 250 ms for `dur` and
 /// returns the worst time one took to reach it.
 fn good_mail_flows(d: &Daemon, good: &Sink, tag: &str, dur: Duration) -> Duration {
@@ -286,7 +265,7 @@ fn good_mail_flows(d: &Daemon, good: &Sink, tag: &str, dur: Duration) -> Duratio
             wait_for(10, || good
                 .txns()
                 .iter()
-                .any(|t| token_of(&t.data) == token)),
+                .any(|t| common::token_of(&t.data) == token)),
             "healthy destination held up: {token} not delivered in 10 s\n{}",
             d.log()
         );

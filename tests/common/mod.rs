@@ -253,12 +253,20 @@ impl Client {
 
     /// EHLO, MAIL, RCPTs, DATA with `body` (already CRLF, no terminator); returns the final reply.
     pub fn send_mail(&mut self, from: &str, to: &[&str], body: &[u8]) -> String {
+        let rcpts: Vec<String> = to.iter().map(|t| format!("<{t}>")).collect();
+        let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        self.send_mail_args(&format!("<{from}>"), &rcpts, body)
+    }
+
+    /// Like `send_mail`, with the MAIL and RCPT arguments as given
+    /// (brackets and parameters included); the body is dot-stuffed here.
+    pub fn send_mail_args(&mut self, mail: &str, rcpts: &[&str], body: &[u8]) -> String {
         let r = self.cmd("EHLO client.test");
         assert!(r.starts_with("250"), "{r}");
-        let r = self.cmd(&format!("MAIL FROM:<{from}>"));
-        assert!(r.starts_with("250"), "{r}");
-        for t in to {
-            let r = self.cmd(&format!("RCPT TO:<{t}>"));
+        let r = self.cmd(&format!("MAIL FROM:{mail}"));
+        assert!(r.starts_with("250"), "MAIL {mail}: {r}");
+        for t in rcpts {
+            let r = self.cmd(&format!("RCPT TO:{t}"));
             assert!(r.starts_with("250"), "RCPT {t}: {r}");
         }
         let r = self.cmd("DATA");
@@ -353,6 +361,16 @@ pub fn proc_memory_kb(pid: u32) -> Option<(u64, u64)> {
             .and_then(|v| v.parse::<u64>().ok())
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// The token tests put in `Message-ID: <TOKEN@…>` to tell messages apart.
+pub fn token_of(data: &[u8]) -> String {
+    String::from_utf8_lossy(data)
+        .lines()
+        .find_map(|l| l.strip_prefix("Message-ID: <"))
+        .and_then(|l| l.split('@').next())
+        .unwrap_or("")
+        .to_string()
 }
 
 /// A self-signed certificate (`CN=cn`) made with openssl; (cert, key) paths.

@@ -354,42 +354,17 @@ fn session(inner: &Inner, stream: TcpStream) -> std::io::Result<()> {
                 continue;
             }
             out.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
-            let mut data = Vec::new();
-            loop {
-                line.clear();
-                if r.read_until(b'\n', &mut line)? == 0 {
-                    return Ok(());
-                }
-                if line == b".\r\n" {
-                    break;
-                }
-                let l = if line.first() == Some(&b'.') {
-                    &line[1..]
-                } else {
-                    &line[..]
-                };
-                data.extend_from_slice(l);
-            }
+            let Some(data) = read_data(&mut r)? else {
+                return Ok(());
+            };
             txn.data = data;
             inner.txns.lock().unwrap().push(std::mem::take(&mut txn));
             if cfg.stall_after_data {
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while inner.cfg.lock().unwrap().stall_after_data
-                    && Instant::now() < deadline
-                    && !inner.shutdown.load(Ordering::SeqCst)
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                wait_while(inner, |c| c.stall_after_data);
                 return Ok(());
             }
             if cfg.hold_after_data {
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while inner.cfg.lock().unwrap().hold_after_data
-                    && Instant::now() < deadline
-                    && !inner.shutdown.load(Ordering::SeqCst)
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                wait_while(inner, |c| c.hold_after_data);
             }
             let n = inner.queued.fetch_add(1, Ordering::SeqCst) + 1;
             let reply = cfg
@@ -407,5 +382,38 @@ fn session(inner: &Inner, stream: TcpStream) -> std::io::Result<()> {
         } else {
             out.write_all(b"502 5.5.2 Error: command not recognized\r\n")?;
         }
+    }
+}
+
+/// Waits (60 s at most, or until the sink is dropped) while `flag` holds.
+fn wait_while(inner: &Inner, flag: fn(&Config) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while flag(&inner.cfg.lock().unwrap())
+        && Instant::now() < deadline
+        && !inner.shutdown.load(Ordering::SeqCst)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads message data after a `354` up to the lone-dot line, un-stuffed,
+/// without the terminator; `None` if the client hung up first.
+pub fn read_data(r: &mut impl BufRead) -> std::io::Result<Option<Vec<u8>>> {
+    let mut data = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            return Ok(None);
+        }
+        if line == b".\r\n" {
+            return Ok(Some(data));
+        }
+        let l = if line.first() == Some(&b'.') {
+            &line[1..]
+        } else {
+            &line[..]
+        };
+        data.extend_from_slice(l);
     }
 }

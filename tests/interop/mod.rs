@@ -74,25 +74,8 @@ pub struct Cert {
 
 pub fn cert(cn: &str) -> Cert {
     let dir = peer_dir("cert");
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    let out = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .arg("-subj")
-        .arg(format!("/CN={cn}"))
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (cert, key) = crate::common::make_cert(dir.path(), cn);
+    let (cert, key) = (PathBuf::from(cert), PathBuf::from(key));
     chmod(&cert, 0o644);
     chmod(&key, 0o644);
     Cert { dir, cert, key }
