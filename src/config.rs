@@ -90,6 +90,8 @@ pub struct Relay {
     pub verify_rate: u32,
     /// Whole-callout time limit.
     pub verify_timeout: Duration,
+    /// How long a stop waits for deliveries on the wire to finish.
+    pub stop_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -213,6 +215,7 @@ struct RawRelay {
     on_unverifiable: Option<OnUnverifiable>,
     verify_rate: Option<u32>,
     verify_timeout: Option<String>,
+    stop_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -420,6 +423,7 @@ impl Config {
             on_unverifiable: r.on_unverifiable.unwrap_or(OnUnverifiable::Accept),
             verify_rate: errs.positive("verify_rate", r.verify_rate.map(|v| v as usize), 10) as u32,
             verify_timeout: errs.duration("verify_timeout", r.verify_timeout.as_deref(), 30),
+            stop_timeout: errs.duration("stop_timeout", r.stop_timeout.as_deref(), 30),
         };
         if let Some(res) = &relay.resolver {
             if res.parse::<std::net::SocketAddr>().is_err() {

@@ -2,8 +2,10 @@
 //!
 //! A unix socket (mode 0600: only the daemon's user and root may steer
 //! it) taking one line per connection: `flush` (look at the queue now),
-//! `reload` (tables and certificates, like SIGHUP), `withdraw ID…` (the
-//! admin deleted these: do not send them, `queue::withdrawn`) or `status`.
+//! `reload` (tables and certificates, like SIGHUP), `withdraw ID… ID/IDX…`
+//! (the admin deleted these messages or recipients: do not send them),
+//! `hold ID…` / `release ID…` (park leased mail, `queue::withdrawn`) or
+//! `status`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -47,12 +49,8 @@ pub fn start(path: &Path, queue: Queue, tables: Arc<Tables>) -> Result<()> {
                     return;
                 };
                 let line = line.trim();
-                if let Some(ids) = line.strip_prefix("withdraw ") {
-                    let ids = ids
-                        .split_whitespace()
-                        .filter(|id| crate::queue::id::is_valid(id));
-                    queue.withdrawn.add(ids.map(str::to_string));
-                    let _ = w.write_all(b"ok\n").await;
+                if let Some(answer) = withdrawal(&queue, line) {
+                    let _ = w.write_all(format!("{answer}\n").as_bytes()).await;
                     return;
                 }
                 let answer = match line {
@@ -73,6 +71,51 @@ pub fn start(path: &Path, queue: Queue, tables: Arc<Tables>) -> Result<()> {
         }
     });
     Ok(())
+}
+
+/// `withdraw ID… ID/IDX…` (deleted messages or recipients), `hold ID…`
+/// and `release ID…`: the answer names the messages whose delivery was
+/// already on the wire (`ok on-wire=ID,ID`), which may still complete.
+fn withdrawal(queue: &Queue, line: &str) -> Option<String> {
+    use crate::queue::id::is_valid;
+    use crate::queue::withdrawn::Why;
+    let (verb, args) = line.split_once(' ')?;
+    let args = args.split_whitespace();
+    let busy = match verb {
+        "withdraw" => {
+            let (mut ids, mut keys) = (Vec::new(), Vec::new());
+            for a in args {
+                match a.split_once('/') {
+                    Some((id, idx)) if is_valid(id) => {
+                        if let Ok(i) = idx.parse::<i64>() {
+                            keys.push((id.to_string(), i));
+                        }
+                    }
+                    None if is_valid(a) => ids.push(a.to_string()),
+                    _ => {}
+                }
+            }
+            let mut busy = queue.withdrawn.messages(ids, Why::Deleted);
+            busy.extend(queue.withdrawn.recipients(keys));
+            busy
+        }
+        "hold" => {
+            let ids = args.filter(|a| is_valid(a)).map(str::to_string);
+            queue.withdrawn.messages(ids, Why::Held)
+        }
+        "release" => {
+            let ids: Vec<String> = args.filter(|a| is_valid(a)).map(str::to_string).collect();
+            queue.withdrawn.release(&ids);
+            queue.wakeup.notify_one();
+            Vec::new()
+        }
+        _ => return None,
+    };
+    Some(if busy.is_empty() {
+        "ok".to_string()
+    } else {
+        format!("ok on-wire={}", busy.join(","))
+    })
 }
 
 /// Sends one command to the daemon and returns its answer.

@@ -22,9 +22,6 @@ use crate::tables::Tables;
 /// How long sessions may take to finish after SIGTERM.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
 
-/// How long deliveries under way may take to finish after SIGTERM.
-const RELAY_DEADLINE: Duration = Duration::from_secs(10);
-
 pub fn run(cfg: Config) -> Result<i32> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -35,8 +32,10 @@ pub fn run(cfg: Config) -> Result<i32> {
 
 async fn main(cfg: Config) -> Result<i32> {
     let cfg = Arc::new(cfg);
+    // Before anything else touches the queue: one daemon per queue.
+    let lock = crate::queue::lock::acquire(&cfg.queue.path)?;
     let tables = Arc::new(Tables::load(&cfg)?);
-    let queue = Queue::open(&cfg.queue.path)?;
+    let queue = Queue::open(&cfg.queue.path, lock)?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let listeners = smtp::bind(&cfg)?;
@@ -68,7 +67,7 @@ async fn main(cfg: Config) -> Result<i32> {
     if let Some(addr) = &cfg.metrics.listen {
         crate::metrics::serve(addr, queue.clone()).await?;
     }
-    let relay = crate::relay::start(cfg.clone(), tables.clone(), queue.clone(), stop_rx.clone());
+    let relay = crate::relay::start(cfg.clone(), tables.clone(), queue.clone(), stop_rx.clone())?;
 
     let mut servers = Vec::new();
     for l in listeners {
@@ -102,16 +101,25 @@ async fn main(cfg: Config) -> Result<i32> {
     }
     tracing::info!("stopping: no new connections, finishing sessions");
     let _ = stop_tx.send(true);
-    let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+    let stopped_at = tokio::time::Instant::now();
+    let deadline = stopped_at + DRAIN_DEADLINE;
     while shared.connections() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Deliveries under way finish and are recorded (bounded); whatever is
+    // Deliveries on the wire finish and are recorded, up to stop_timeout
+    // from the stop; jobs not yet started were left at once. Whatever is
     // still leased after that is handed back to the queue, so a stopped
-    // mx2 leaves no recipient marked as being delivered.
-    let deadline = tokio::time::Instant::now() + RELAY_DEADLINE;
-    while relay.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+    // mx2 leaves no recipient marked as being delivered (a delivery cut
+    // by the deadline may be sent again: docs/reliability.md).
+    let deadline = stopped_at + cfg.relay.stop_timeout;
+    while relay.busy() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if relay.busy() > 0 {
+        tracing::warn!(
+            "stopping: deliveries still under way after stop_timeout ({} s) are cut; they are due again at the next start",
+            cfg.relay.stop_timeout.as_secs()
+        );
     }
     match queue.write(crate::queue::admin::release_leases).await {
         Ok(0) => {}

@@ -156,19 +156,24 @@ pub fn run(cmd: &Command, cfg: &Config) -> Result<i32> {
                 let leased = admin::leased_ids(&conn)?;
                 let n = admin::delete_all(&conn)?;
                 tracing::info!("queue: all {n} messages deleted by admin");
-                withdraw(cfg, &leased);
+                let busy = tell(cfg, "withdraw", &leased);
                 writeln!(out, "{n} messages deleted")?;
+                on_wire(&mut out, &busy)?;
             } else if let Some(d) = domain {
-                let (n, gone) = admin::delete_domain(&conn, d)?;
-                for id in &gone {
+                let del = admin::delete_domain(&conn, d)?;
+                for id in &del.messages {
                     tracing::info!("{id}: removed by admin (domain {d})");
                 }
-                withdraw(cfg, &gone);
+                let mut items = del.messages.clone();
+                items.extend(del.leased.iter().map(|(id, i)| format!("{id}/{i}")));
+                let busy = tell(cfg, "withdraw", &items);
                 writeln!(
                     out,
-                    "{n} recipients of {d} deleted, {} messages removed",
-                    gone.len()
+                    "{} recipients of {d} deleted, {} messages removed",
+                    del.recipients,
+                    del.messages.len()
                 )?;
+                on_wire(&mut out, &busy)?;
             } else if ids.is_empty() {
                 bail!("name the messages to delete (IDs, --all or --domain D)");
             } else {
@@ -178,17 +183,34 @@ pub fn run(cmd: &Command, cfg: &Config) -> Result<i32> {
                     .filter(|id| !missing.contains(id))
                     .cloned()
                     .collect();
-                withdraw(cfg, &gone);
-                return report(&mut out, ids, &missing, "deleted");
+                let busy = tell(cfg, "withdraw", &gone);
+                let code = report(&mut out, ids, &missing, "deleted")?;
+                on_wire(&mut out, &busy)?;
+                return Ok(code);
             }
         }
         Command::Hold { ids } => {
             let missing = admin::set_held(&conn, ids, true)?;
-            return report(&mut out, ids, &missing, "held");
+            let held: Vec<String> = ids
+                .iter()
+                .filter(|i| !missing.contains(i))
+                .cloned()
+                .collect();
+            // Recipients already leased are parked by the daemon before
+            // they are sent; only a delivery already on the wire goes on.
+            let busy = tell(cfg, "hold", &held);
+            let code = report(&mut out, ids, &missing, "held")?;
+            on_wire(&mut out, &busy)?;
+            return Ok(code);
         }
         Command::Release { ids } => {
             let missing = admin::set_held(&conn, ids, false)?;
-            poke(cfg);
+            let released: Vec<String> = ids
+                .iter()
+                .filter(|i| !missing.contains(i))
+                .cloned()
+                .collect();
+            tell(cfg, "release", &released);
             return report(&mut out, ids, &missing, "released");
         }
         Command::Flush { domain, ids } => {
@@ -237,15 +259,37 @@ fn report(out: &mut impl Write, ids: &[String], missing: &[String], what: &str) 
     Ok(if missing.is_empty() { 0 } else { 1 })
 }
 
-/// Tells a running daemon not to send these deleted messages if it already
-/// holds their bytes (best effort: without a daemon there is nothing to stop).
-fn withdraw(cfg: &Config, ids: &[String]) {
-    for chunk in ids.chunks(500) {
-        let line = format!("withdraw {}", chunk.join(" "));
-        if crate::control::request(&cfg.control.socket, &line).is_err() {
-            return;
+/// Tells a running daemon about deleted (`withdraw`), held (`hold`) or
+/// released (`release`) mail it may already have leased (best effort:
+/// without a daemon nothing is leased). Returns the messages the daemon
+/// had already on the wire.
+fn tell(cfg: &Config, verb: &str, items: &[String]) -> Vec<String> {
+    let mut busy = Vec::new();
+    for chunk in items.chunks(500) {
+        let line = format!("{verb} {}", chunk.join(" "));
+        match crate::control::request(&cfg.control.socket, &line) {
+            Ok(answer) => {
+                if let Some(ids) = answer.strip_prefix("ok on-wire=") {
+                    busy.extend(ids.split(',').map(str::to_string));
+                }
+            }
+            Err(_) => break,
         }
     }
+    busy
+}
+
+/// Names the messages whose delivery was already under way when the admin
+/// acted: the primary may still take them.
+fn on_wire(out: &mut impl Write, busy: &[String]) -> Result<()> {
+    for id in busy {
+        tracing::info!("{id}: delivery already in progress when the admin acted; it may complete");
+        writeln!(
+            out,
+            "{id}: a delivery already in progress may still complete"
+        )?;
+    }
+    Ok(())
 }
 
 /// Tells a running daemon to look at the queue now; false if none answered.

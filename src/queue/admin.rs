@@ -170,21 +170,43 @@ pub fn delete_all(conn: &Connection) -> Result<usize> {
     Ok(conn.execute("DELETE FROM messages", [])?)
 }
 
-/// Removes one domain's recipients and every message left with none.
-/// Returns (recipients removed, messages removed).
-pub fn delete_domain(conn: &Connection, domain: &str) -> Result<(usize, Vec<String>)> {
+/// What `delete_domain` removed.
+#[derive(Debug, Default)]
+pub struct DomainDeleted {
+    /// Recipients removed.
+    pub recipients: usize,
+    /// Messages removed because no recipient was left.
+    pub messages: Vec<String>,
+    /// `(message id, recipient index)` of removed recipients that were
+    /// leased for delivery (the daemon must be told to leave them out).
+    pub leased: Vec<(String, i64)>,
+}
+
+/// Removes one domain's recipients and every message left with none, in
+/// one transaction (so the leased rows reported are exactly those removed).
+pub fn delete_domain(conn: &Connection, domain: &str) -> Result<DomainDeleted> {
     let d = domain.trim_end_matches('.').to_ascii_lowercase();
-    let n = conn.execute("DELETE FROM recipients WHERE domain = ?1", [&d])?;
-    let mut st = conn.prepare(
-        "SELECT id FROM messages m WHERE NOT EXISTS (SELECT 1 FROM recipients r WHERE r.msg_id = m.id)",
-    )?;
-    let empty: Vec<String> = st
+    let tx = conn.unchecked_transaction()?;
+    let leased: Vec<(String, i64)> = tx
+        .prepare("SELECT msg_id, idx FROM recipients WHERE domain = ?1 AND status = 'active'")?
+        .query_map([&d], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let n = tx.execute("DELETE FROM recipients WHERE domain = ?1", [&d])?;
+    let empty: Vec<String> = tx
+        .prepare(
+            "SELECT id FROM messages m WHERE NOT EXISTS (SELECT 1 FROM recipients r WHERE r.msg_id = m.id)",
+        )?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for id in &empty {
-        conn.execute("DELETE FROM messages WHERE id = ?1", [id])?;
+        tx.execute("DELETE FROM messages WHERE id = ?1", [id])?;
     }
-    Ok((n, empty))
+    tx.commit().context("committing the domain delete")?;
+    Ok(DomainDeleted {
+        recipients: n,
+        messages: empty,
+        leased,
+    })
 }
 
 /// Holds or releases messages; returns the ids that did not exist.

@@ -117,7 +117,7 @@ mod tests {
     async fn wal_starts_over_under_sustained_load() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("queue.db");
-        let q = Queue::open(&path).unwrap();
+        let q = Queue::open(&path, super::super::lock::acquire(&path).unwrap()).unwrap();
         let reader = q.reader().unwrap();
         let body = vec![b'x'; 16 * 1024];
         let mut wal_peak = 0u64;

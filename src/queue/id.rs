@@ -36,6 +36,28 @@ pub fn new_id() -> String {
         .collect()
 }
 
+/// Makes every id handed out from now on sort after `id` (an id already in
+/// the queue). The daemon calls this at start with the highest queued id:
+/// the number comes from the clock, and a clock stepped back across a
+/// restart would otherwise hand out an id that is still queued (the
+/// insert, or a DSN's insert, would then fail).
+pub fn raise_floor(id: &str) {
+    if let Some(v) = decode(id) {
+        LAST.fetch_max(v, Ordering::Relaxed);
+    }
+}
+
+/// The number behind a queue id, if it is one.
+fn decode(id: &str) -> Option<u64> {
+    if !is_valid(id) {
+        return None;
+    }
+    id.bytes().try_fold(0u64, |acc, b| {
+        let d = ALPHABET.iter().position(|&a| a == b)? as u64;
+        Some((acc << 5) | d)
+    })
+}
+
 /// True when `s` looks like a queue id (used to validate CLI arguments).
 pub fn is_valid(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| ALPHABET.contains(&b))
@@ -54,5 +76,18 @@ mod tests {
         assert!(a < b, "{a} !< {b}");
         let many: Vec<String> = (0..100_000).map(|_| new_id()).collect();
         assert!(many.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
+    }
+
+    #[test]
+    fn ids_after_a_raised_floor_sort_after_it() {
+        let a = new_id();
+        assert_eq!(decode(&a).map(|_| ()), Some(()));
+        // An id from the future (as if the clock had gone back since).
+        let future = "Y00000000000";
+        raise_floor(future);
+        let b = new_id();
+        assert!(b.as_str() > future, "{b} !> {future}");
+        raise_floor("not an id");
+        assert!(new_id() > b);
     }
 }

@@ -5,6 +5,7 @@
 //! - `insert`: storing a received message.
 //! - `admin`: what the CLI reads and edits (list, show, hold, delete, stats).
 //! - `id`: queue ids.
+//! - `lock`: one daemon per queue.
 //! - `checkpoint`: background WAL checkpoints.
 //! - `withdrawn`: ids the admin deleted while the relay may hold their bytes.
 
@@ -12,6 +13,7 @@ pub mod admin;
 pub mod checkpoint;
 pub mod id;
 pub mod insert;
+pub mod lock;
 pub mod message;
 pub mod schema;
 pub mod withdrawn;
@@ -36,12 +38,15 @@ pub struct Queue {
     pub wakeup: Arc<Notify>,
     /// Messages deleted by the admin that must not be sent (see `withdrawn`).
     pub withdrawn: withdrawn::Withdrawn,
+    /// Kept while any handle lives: the queue is this process's.
+    _lock: Arc<lock::QueueLock>,
 }
 
 impl Queue {
     /// Opens and migrates the database, returns recipients left `active` by
-    /// a crash to the queue (due now), and starts the writer.
-    pub fn open(path: &Path) -> Result<Queue> {
+    /// a crash to the queue (due now), and starts the writer. The caller
+    /// holds the queue's `lock` (only one daemon may do this).
+    pub fn open(path: &Path, lock: lock::QueueLock) -> Result<Queue> {
         let mut conn = schema::open(path)?;
         schema::migrate(&mut conn)?;
         let n = conn
@@ -58,6 +63,12 @@ impl Queue {
                 "queue: deliveries interrupted by a stop are due again now"
             );
         }
+        let highest: Option<String> = conn
+            .query_row("SELECT max(id) FROM messages", [], |r| r.get(0))
+            .context("reading the highest queue id")?;
+        if let Some(h) = highest {
+            id::raise_floor(&h);
+        }
         // The writer does not checkpoint automatically: copying WAL pages
         // into the main file (and its fsync) would stall every session
         // waiting on a commit. A helper thread copies in the background and
@@ -72,6 +83,7 @@ impl Queue {
             writer,
             wakeup: Arc::new(Notify::new()),
             withdrawn: withdrawn::Withdrawn::default(),
+            _lock: Arc::new(lock),
         })
     }
 
@@ -106,4 +118,52 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Mail is private whatever the umask: directory 0700, database, WAL
+    /// and lock file 0600.
+    #[tokio::test]
+    async fn queue_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool").join("queue.db");
+        let q = Queue::open(&path, lock::acquire(&path).unwrap()).unwrap();
+        q.insert(NewMessage::for_test(
+            "A0000000000A",
+            &["r@example.jp"],
+            b"x".to_vec(),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(mode(&dir.path().join("spool")), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("spool/queue.db-wal")), 0o600);
+        assert_eq!(mode(&lock::lock_path(&path)), 0o600);
+    }
+
+    /// Ids handed out after a start sort after every id in the queue, even
+    /// one "from the future" (a clock stepped back across a restart).
+    #[tokio::test]
+    async fn ids_continue_after_the_highest_queued_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        {
+            let mut c = schema::open(&path).unwrap();
+            schema::migrate(&mut c).unwrap();
+            let m = NewMessage::for_test("X00000000000", &["r@example.jp"], b"x".to_vec());
+            insert::insert_message(&c, &m).unwrap();
+        }
+        let _q = Queue::open(&path, lock::acquire(&path).unwrap()).unwrap();
+        let next = id::new_id();
+        assert!(next.as_str() > "X00000000000", "{next}");
+    }
 }

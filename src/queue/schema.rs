@@ -7,6 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 use rusqlite::Connection;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -96,9 +97,17 @@ CREATE INDEX recipients_domain_due ON recipients(domain, status, next_attempt);
 /// Opens (creating if needed) the queue database with the settings every
 /// connection must share.
 pub fn open(path: &Path) -> Result<Connection> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating queue directory {}", dir.display()))?;
+    create_dir(path)?;
+    if !path.exists() {
+        // Mail is private: the file is 0600 whatever the umask, and SQLite
+        // gives the WAL and shared-memory files the database file's mode.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("creating queue {}", path.display()))?;
     }
     let conn =
         Connection::open(path).with_context(|| format!("opening queue {}", path.display()))?;
@@ -108,6 +117,19 @@ pub fn open(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
+}
+
+/// Creates the directory that holds the queue database `path` (0700,
+/// whatever the umask; an existing directory is left as it is).
+pub fn create_dir(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating queue directory {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Opens the queue for an admin command without ever creating it: a

@@ -108,13 +108,44 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, restart: Restart) {
                 continue;
             }
         };
-        let finishers: Vec<Finisher> = jobs.into_iter().map(|j| j(&mut txn)).collect();
-        let commit = txn.commit().map_err(|e| e.to_string());
+        let mut finishers: Vec<Finisher> = Vec::with_capacity(jobs.len());
+        let mut jobs = jobs.into_iter();
+        let mut rolled_back = None;
+        for job in jobs.by_ref() {
+            finishers.push(job(&mut txn));
+            // SQLITE_FULL, SQLITE_IOERR and friends may roll back the whole
+            // transaction, not just the job's savepoint. Going on would run
+            // the next jobs in autocommit mode (each committed on its own)
+            // and then fail the final COMMIT: every answer would be wrong.
+            if txn.is_autocommit() {
+                rolled_back = Some(
+                    "the database rolled back the whole batch (disk full or I/O error)".to_string(),
+                );
+                break;
+            }
+        }
+        let commit = match rolled_back {
+            Some(why) => {
+                let _ = txn.rollback();
+                Err(why)
+            }
+            None => txn.commit().map_err(|e| e.to_string()),
+        };
         if let Err(e) = &commit {
             tracing::error!(error = %e, "queue: commit failed; batch rolled back");
         }
         for f in finishers {
             f(commit.clone());
+        }
+        // Jobs after the rollback never ran: they fail without touching the disk.
+        for job in jobs {
+            fail_unrun(
+                job,
+                commit
+                    .as_ref()
+                    .err()
+                    .map_or("batch rolled back", String::as_str),
+            );
         }
     }
 }
@@ -128,5 +159,96 @@ fn fail_unrun(job: Job, msg: &str) {
             let _ = t.rollback();
             fin(Err(msg.to_string()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::process::Command;
+
+    use crate::queue::{lock, NewMessage, Queue};
+
+    /// Concurrent writers on a small full filesystem: when SQLite rolls a
+    /// whole batch back (SQLITE_FULL while spilling pages), no job may be
+    /// told "failed" while its message is on disk, nor "stored" while it
+    /// is not. (Before the writer checked `is_autocommit`, later jobs of a
+    /// rolled-back batch committed on their own and were still answered
+    /// with the failed COMMIT's error.) Needs root for the tmpfs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_answer_matches_the_disk_when_it_fills_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("mount");
+        assert!(
+            st.status.success(),
+            "this test mounts a tmpfs and must run as root: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        struct Unmount<'a>(&'a std::path::Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = Command::new("umount").arg("-l").arg(self.0).status();
+            }
+        }
+        let _unmount = Unmount(dir.path());
+        let path = dir.path().join("queue.db");
+        let q = Queue::open(&path, lock::acquire(&path).unwrap()).unwrap();
+        let mut ok = HashSet::new();
+        let mut failed = 0;
+        // Rounds of 24 concurrent inserts of 60-260 KB (a batch spills
+        // pages before its commit) until the disk has refused many.
+        for round in 0..40u32 {
+            let mut tasks = Vec::new();
+            for i in 0..24u32 {
+                let q = q.clone();
+                let id = format!("M{round:03}{i:03}");
+                let size = 60_000 + ((round * 24 + i) as usize * 7919) % 200_000;
+                let m = NewMessage::for_test(&id, &["r@example.jp"], vec![b'x'; size]);
+                tasks.push(tokio::spawn(async move { (id, q.insert(m).await) }));
+            }
+            for t in tasks {
+                let (id, res) = t.await.unwrap();
+                match res {
+                    Ok(()) => {
+                        ok.insert(id);
+                    }
+                    Err(_) => failed += 1,
+                }
+            }
+            if failed > 200 {
+                break;
+            }
+        }
+        assert!(failed > 0, "the disk never filled up");
+        assert!(!ok.is_empty(), "nothing was stored at all");
+        let reader = q.reader().unwrap();
+        let on_disk: HashSet<String> = reader
+            .prepare("SELECT id FROM messages")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let told_failed_but_stored: Vec<_> = on_disk.difference(&ok).collect();
+        let told_stored_but_missing: Vec<_> = ok.difference(&on_disk).collect();
+        assert!(
+            told_failed_but_stored.is_empty() && told_stored_but_missing.is_empty(),
+            "answers disagree with the disk: failed but stored {told_failed_but_stored:?}, \
+             stored but missing {told_stored_but_missing:?} ({} ok, {failed} failed)",
+            ok.len()
+        );
+        // Every recipient row belongs to a stored message, and vice versa.
+        let orphans: i64 = reader
+            .query_row(
+                "SELECT count(*) FROM recipients r WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = r.msg_id)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(orphans, 0);
     }
 }

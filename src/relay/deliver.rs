@@ -527,8 +527,10 @@ mod tests {
                 notify: Some("SUCCESS,FAILURE".into()),
                 orcpt: Some("rfc822;Bob+x=y@example.jp".into()),
                 warned: false,
+                lease_until: 0,
             }],
             body: None,
+            wire: None,
         }
     }
 

@@ -119,8 +119,10 @@ fn job(n: u32) -> Job {
             notify: None,
             orcpt: None,
             warned: false,
+            lease_until: 0,
         }],
         body: None,
+        wire: None,
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::job::Job;
+use super::job::{Job, Rcpt};
 use super::route::Destination;
 use super::Relay;
 
@@ -167,6 +167,12 @@ impl Dest {
         false
     }
 
+    /// Recipients taken out of a job the worker holds (the admin deleted
+    /// them): they no longer count against the backlog.
+    pub fn forget_rcpts(&self, rcpts: &[Rcpt]) {
+        forget_rcpts(&mut self.lock(), rcpts);
+    }
+
     /// A worker ends; restarts one if jobs are left without a taker.
     pub fn worker_exit(self: &Arc<Self>, relay: &Arc<Relay>) {
         let left = {
@@ -273,8 +279,12 @@ impl Dest {
 }
 
 fn forget(st: &mut State, job: &Job) {
-    st.pending = st.pending.saturating_sub(job.rcpts.len());
-    for r in &job.rcpts {
+    forget_rcpts(st, &job.rcpts);
+}
+
+fn forget_rcpts(st: &mut State, rcpts: &[Rcpt]) {
+    st.pending = st.pending.saturating_sub(rcpts.len());
+    for r in rcpts {
         if let Some(n) = st.domains.get_mut(&r.domain) {
             *n -= 1;
             if *n == 0 {
@@ -310,9 +320,11 @@ mod tests {
                     notify: None,
                     orcpt: None,
                     warned: false,
+                    lease_until: 0,
                 })
                 .collect(),
             body: None,
+            wire: None,
         }
     }
 

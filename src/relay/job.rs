@@ -11,6 +11,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::queue::withdrawn::OnWire;
+
 /// Envelope facts about a queued message (everything but its bytes).
 #[derive(Debug, Clone)]
 pub struct Msg {
@@ -45,15 +47,27 @@ pub struct Rcpt {
     pub orcpt: Option<String>,
     /// A delay DSN was already sent for it.
     pub warned: bool,
+    /// The row's `lease_until` as leased: results are applied only to a row
+    /// still leased with this value (not one deleted, parked or leased
+    /// again meanwhile).
+    pub lease_until: i64,
 }
 
 /// A message's recipients bound for one destination.
-#[derive(Debug, Clone)]
+///
+/// All jobs of one message leased in one round share the `Arc<Msg>`: while
+/// more than the recorder's copies of it are alive, a sibling job of the
+/// same delivery pass is still under way (`record` waits for it to send
+/// one DSN per message per pass).
+#[derive(Debug)]
 pub struct Job {
     pub msg: Arc<Msg>,
     pub rcpts: Vec<Rcpt>,
     /// The message bytes, if they were read with the lease.
     pub body: Option<Arc<Body>>,
+    /// Set while the message is on the wire (`queue::withdrawn`); dropped
+    /// with the job once its result is recorded.
+    pub wire: Option<OnWire>,
 }
 
 /// Message bytes read together with the lease. Reading them there saves

@@ -37,11 +37,11 @@ mod worker;
 mod xtext;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, watch};
 
@@ -68,30 +68,27 @@ pub fn connector(cfg: &Config) -> Result<Connector> {
 }
 
 /// What the daemon keeps of the relay: enough to stop it cleanly.
-pub struct Handle(Option<Arc<Relay>>);
+pub struct Handle(Arc<Relay>);
 
 impl Handle {
-    /// Recipients leased by deliveries whose results are not recorded yet.
-    pub fn in_flight(&self) -> usize {
-        self.0.as_ref().map(|r| r.in_flight()).unwrap_or(0)
+    /// Deliveries on the wire plus results not yet committed: a stop waits
+    /// for these to reach zero before it hands the other leases back.
+    pub fn busy(&self) -> usize {
+        self.0.queue.withdrawn.on_wire() + self.0.unrecorded.load(Ordering::Acquire)
     }
 }
 
 /// Starts the scheduler and the recorder (they run until `stop`; deliveries
-/// under way then finish and are recorded).
+/// under way then finish and are recorded). A relay that cannot be set up
+/// (outbound TLS) is a start-up error: a backup MX that accepts mail and
+/// never forwards it is the worst way to fail.
 pub fn start(
     cfg: Arc<Config>,
     tables: Arc<Tables>,
     queue: Queue,
     stop: watch::Receiver<bool>,
-) -> Handle {
-    let connector = match connector(&cfg) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("relay: cannot set up outbound TLS ({e:#}); relay not started");
-            return Handle(None);
-        }
-    };
+) -> Result<Handle> {
+    let connector = connector(&cfg).context("relay: setting up outbound delivery")?;
     let (results, rx) = mpsc::unbounded_channel();
     let relay = Arc::new(Relay {
         policy: retry::Policy::from_config(&cfg.queue),
@@ -103,11 +100,12 @@ pub fn start(
         dests: Mutex::new(HashMap::new()),
         held: Mutex::new(HashSet::new()),
         results,
+        unrecorded: AtomicUsize::new(0),
         stop,
     });
     tokio::spawn(record::run(relay.clone(), rx));
     tokio::spawn(scheduler::run(relay.clone()));
-    Handle(Some(relay))
+    Ok(Handle(relay))
 }
 
 /// What every part of the relay shares.
@@ -121,7 +119,9 @@ pub struct Relay {
     dests: Mutex<HashMap<String, Arc<Dest>>>,
     /// Recipients leased by this process and not yet recorded.
     held: Mutex<HashSet<(String, i64)>>,
-    results: mpsc::UnboundedSender<Attempt>,
+    results: mpsc::UnboundedSender<record::Input>,
+    /// Inputs handed to the recorder and not yet committed.
+    unrecorded: AtomicUsize,
     stop: watch::Receiver<bool>,
 }
 
@@ -172,13 +172,27 @@ impl Relay {
 
     /// Hands an attempt to the recorder.
     fn record(&self, a: Attempt) {
-        if let Err(e) = self.results.send(a) {
+        self.send(record::Input::Attempt(a));
+    }
+
+    /// Hands a job whose message was held before it was sent to the
+    /// recorder, which parks its rows.
+    fn park(&self, job: Job) {
+        self.send(record::Input::Park(job));
+    }
+
+    fn send(&self, input: record::Input) {
+        self.unrecorded.fetch_add(1, Ordering::AcqRel);
+        if self.results.send(input).is_err() {
             // Only when the recorder is gone (shutdown): the lease returns at next start.
-            tracing::warn!(
-                "relay: result of {} not recorded (stopping)",
-                e.0.job.msg.id
-            );
+            self.unrecorded.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!("relay: a result was not recorded (stopping)");
         }
+    }
+
+    /// The recorder committed (or gave up on) `n` inputs.
+    fn recorded(&self, n: usize) {
+        self.unrecorded.fetch_sub(n, Ordering::AcqRel);
     }
 
     /// How long to wait for the reply to the end of DATA.

@@ -8,16 +8,30 @@
 //! written only after the commit, so the log never claims what the disk
 //! does not hold. Until then the rows stay leased (`active`), so nothing
 //! can pick them up twice.
+//!
+//! A result is applied only to a row still leased as it was handed out
+//! (`store::delete_rcpt` / `defer_rcpt` check status and `lease_until`): a
+//! recipient the admin deleted, a hold parked, or another lease took over
+//! gets no DSN, no delay warning and no attempt count; such results are
+//! counted in one log line per message.
+//!
+//! One DSN per message per delivery pass: a message leased in one round
+//! may go out as several jobs (one per destination, one for unroutable
+//! recipients). A result that may cause a report waits (`Waiting`, at most
+//! `PASS_WAIT`, rows still leased) until the other jobs of its pass are
+//! recorded too, and every failed recipient of the pass goes into one
+//! report, as Postfix's bounce daemon does.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use rusqlite::Connection;
 use tokio::sync::mpsc;
 
 use super::bounce::{self, Action, Report, ReportRcpt};
-use super::job::{Msg, Rcpt};
+use super::job::{Job, Msg, Rcpt};
 use super::outcome::{Attempt, Class, RcptResult};
 use super::retry::{notify_allows, AfterTempFail, Notify, Policy};
 use super::store;
@@ -27,36 +41,169 @@ use crate::queue;
 /// Most attempts folded into one write.
 const MAX_BATCH: usize = 512;
 
+/// What workers hand the recorder.
+#[derive(Debug)]
+pub enum Input {
+    /// A finished delivery attempt.
+    Attempt(Attempt),
+    /// A leased job whose message the admin held before it was sent: its
+    /// rows go back to the queue, parked, with no attempt counted.
+    Park(Job),
+}
+
+/// Longest a result with a report to send waits for the other jobs of its
+/// message's delivery pass (one DSN per message per pass, not per job).
+const PASS_WAIT: Duration = Duration::from_secs(300);
+
 /// Runs for the daemon's lifetime.
-pub async fn run(relay: Arc<Relay>, mut rx: mpsc::UnboundedReceiver<Attempt>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+pub async fn run(relay: Arc<Relay>, mut rx: mpsc::UnboundedReceiver<Input>) {
+    let mut waiting = Waiting::default();
+    let mut stop = relay.stop.clone();
+    loop {
+        let mut inputs = Vec::new();
+        tokio::select! {
+            got = rx.recv() => match got {
+                Some(i) => inputs.push(i),
+                None if waiting.is_empty() => break,
+                None => {}
+            },
+            _ = tokio::time::sleep(Duration::from_secs(1)), if !waiting.is_empty() => {}
+            _ = stop.changed(), if !*stop.borrow() => {}
+        }
+        while inputs.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(a) => batch.push(a),
+                Ok(i) => inputs.push(i),
                 Err(_) => break,
             }
         }
-        let keys: Vec<(String, i64)> = batch.iter().flat_map(|a| a.job.keys()).collect();
-        let batch = Arc::new(batch);
-        match write(&relay, batch.clone(), 0..batch.len()).await {
-            Ok(summary) => report(&relay, &summary),
-            Err(e) if batch.len() > 1 => {
-                // One bad attempt must not hold back the others: one by one.
-                tracing::warn!(
-                    "relay: recording a batch of results failed ({e:#}); recording them one by one"
-                );
-                for i in 0..batch.len() {
-                    match write(&relay, batch.clone(), i..i + 1).await {
-                        Ok(summary) => report(&relay, &summary),
-                        Err(e) => retry(&relay, batch.clone(), i..i + 1, e).await,
-                    }
+        let mut batch = Vec::new();
+        let mut parked = Vec::new();
+        for i in inputs {
+            match i {
+                Input::Attempt(a) => batch.push(a),
+                Input::Park(job) => parked.push(job),
+            }
+        }
+        let stopping = *relay.stop.borrow();
+        let batch = waiting.sort(batch, stopping);
+        let n = batch.len() + parked.len();
+        if !parked.is_empty() {
+            park(&relay, parked).await;
+        }
+        if !batch.is_empty() {
+            record_batch(&relay, batch).await;
+        }
+        relay.recorded(n);
+    }
+}
+
+/// Applies a batch of attempts, one by one if the batch as a whole fails.
+async fn record_batch(relay: &Arc<Relay>, batch: Vec<Attempt>) {
+    let keys: Vec<(String, i64)> = batch.iter().flat_map(|a| a.job.keys()).collect();
+    let batch = Arc::new(batch);
+    match write(relay, batch.clone(), 0..batch.len()).await {
+        Ok(summary) => report(relay, &summary),
+        Err(e) if batch.len() > 1 => {
+            // One bad attempt must not hold back the others: one by one.
+            tracing::warn!(
+                "relay: recording a batch of results failed ({e:#}); recording them one by one"
+            );
+            for i in 0..batch.len() {
+                match write(relay, batch.clone(), i..i + 1).await {
+                    Ok(summary) => report(relay, &summary),
+                    Err(e) => retry(relay, batch.clone(), i..i + 1, e).await,
                 }
             }
-            Err(e) => retry(&relay, batch.clone(), 0..batch.len(), e).await,
         }
-        relay.forget_keys(&keys);
+        Err(e) => retry(relay, batch.clone(), 0..batch.len(), e).await,
     }
+    relay.forget_keys(&keys);
+}
+
+/// Returns held messages' leased rows to the queue (see `Input::Park`).
+async fn park(relay: &Arc<Relay>, jobs: Vec<Job>) {
+    let keys: Vec<(String, i64)> = jobs.iter().flat_map(|j| j.keys()).collect();
+    let rows: Vec<(String, Vec<(i64, i64)>)> = jobs
+        .iter()
+        .map(|j| {
+            let r = j.rcpts.iter().map(|r| (r.idx, r.lease_until)).collect();
+            (j.msg.id.clone(), r)
+        })
+        .collect();
+    let res = relay
+        .queue
+        .write(move |c| {
+            let now = queue::now();
+            let mut lines = Vec::new();
+            for (id, r) in &rows {
+                let n = store::unlease(c, id, r, now)?;
+                lines.push(format!(
+                    "{id}: held by admin before delivery; {n} leased recipients parked"
+                ));
+            }
+            Ok(lines)
+        })
+        .await;
+    match res {
+        Ok(lines) => lines.iter().for_each(|l| tracing::info!("{l}")),
+        // The rows stay leased: they return to the queue (still held) when
+        // the lease is reclaimed or at the next start.
+        Err(e) => tracing::error!("relay: cannot park held recipients: {e:#}"),
+    }
+    relay.forget_keys(&keys);
+}
+
+/// Attempts that have a report (DSN) to send, waiting for the other jobs
+/// of their message's delivery pass so that one DSN covers them all.
+///
+/// The jobs of one message leased in one round share one `Arc<Msg>`: when
+/// every live copy of it is an attempt here, no sibling is under way.
+#[derive(Default)]
+struct Waiting {
+    by_msg: HashMap<usize, (Instant, Vec<Attempt>)>,
+}
+
+impl Waiting {
+    fn is_empty(&self) -> bool {
+        self.by_msg.is_empty()
+    }
+
+    /// Takes new attempts; returns what is ready to be recorded now.
+    fn sort(&mut self, batch: Vec<Attempt>, stopping: bool) -> Vec<Attempt> {
+        let mut ready = Vec::new();
+        for a in batch {
+            let key = Arc::as_ptr(&a.job.msg) as usize;
+            if self.by_msg.contains_key(&key) || may_report(&a) {
+                self.by_msg
+                    .entry(key)
+                    .or_insert_with(|| (Instant::now(), Vec::new()))
+                    .1
+                    .push(a);
+            } else {
+                ready.push(a);
+            }
+        }
+        let done: Vec<usize> = self
+            .by_msg
+            .iter()
+            .filter(|(_, (since, attempts))| {
+                let alive = Arc::strong_count(&attempts[0].job.msg);
+                stopping || since.elapsed() >= PASS_WAIT || alive <= attempts.len()
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in done {
+            if let Some((_, attempts)) = self.by_msg.remove(&k) {
+                ready.extend(attempts);
+            }
+        }
+        ready
+    }
+}
+
+/// Whether an attempt may lead to a DSN (anything but a plain delivery).
+fn may_report(a: &Attempt) -> bool {
+    a.peer_without_dsn || a.results.iter().any(|r| r.class != Class::Sent)
 }
 
 /// Longest a result is retried while the disk is full or failing.
@@ -153,32 +300,74 @@ struct Summary {
     residence: Vec<std::time::Duration>,
 }
 
+/// Reports to send, one per message and kind, across a batch.
+#[derive(Default)]
+struct Reports<'a> {
+    list: Vec<(&'a Msg, Action, Vec<ReportRcpt>)>,
+}
+
+impl<'a> Reports<'a> {
+    fn add(&mut self, msg: &'a Msg, action: Action, r: ReportRcpt) {
+        match self
+            .list
+            .iter_mut()
+            .find(|(m, a, _)| m.id == msg.id && *a == action)
+        {
+            Some((_, _, rcpts)) => rcpts.push(r),
+            None => self.list.push((msg, action, vec![r])),
+        }
+    }
+}
+
 fn apply(c: &Connection, ctx: &Ctx, batch: &[Attempt]) -> Result<Summary> {
     let mut sum = Summary::default();
+    let mut reports = Reports::default();
+    let mut touched: Vec<&str> = Vec::new();
     for a in batch {
-        apply_one(c, ctx, a, &mut sum)?;
+        apply_one(c, ctx, a, &mut sum, &mut reports)?;
+        if !touched.contains(&a.job.msg.id.as_str()) {
+            touched.push(&a.job.msg.id);
+        }
+    }
+    for (msg, action, rcpts) in reports.list {
+        queue_report(c, ctx, msg, action, rcpts, &mut sum)?;
+    }
+    for id in touched {
+        if store::delete_message_if_done(c, id)? {
+            sum.lines.push(format!("{id}: removed"));
+        }
     }
     Ok(sum)
 }
 
-fn apply_one(c: &Connection, ctx: &Ctx, a: &Attempt, sum: &mut Summary) -> Result<()> {
-    let msg = &a.job.msg;
+fn apply_one<'a>(
+    c: &Connection,
+    ctx: &Ctx,
+    a: &'a Attempt,
+    sum: &mut Summary,
+    reports: &mut Reports<'a>,
+) -> Result<()> {
+    let msg = &*a.job.msg;
     let now = ctx.now;
     let delay = delay_secs(msg, a);
     let may_report = !msg.sender.is_empty();
-    let mut failed = Vec::new();
-    let mut delayed = Vec::new();
-    let mut relayed = Vec::new();
+    let mut gone = 0;
     for (rcpt, res) in a.job.rcpts.iter().zip(&a.results) {
         let head = format!(
             "{}: to=<{}> relay={} delay={delay:.1} dsn={}",
             msg.id, rcpt.address, a.relay, res.dsn
         );
+        let lease = rcpt.lease_until;
         match res.class {
             Class::Sent => {
-                store::delete_rcpt(c, &msg.id, rcpt.idx)?;
+                // Sent is a fact whatever the row says now; only the row's
+                // bookkeeping depends on it still being ours.
                 sum.lines.push(format!("{head} status=sent ({})", res.text));
                 sum.sent += 1;
+                if !store::delete_rcpt(c, &msg.id, rcpt.idx, lease)? {
+                    gone += 1;
+                    continue;
+                }
                 sum.residence
                     .push(std::time::Duration::from_secs_f64(delay.max(0.0)));
                 if may_report
@@ -188,7 +377,7 @@ fn apply_one(c: &Connection, ctx: &Ctx, a: &Attempt, sum: &mut Summary) -> Resul
                     let mut r = report_rcpt(rcpt, res);
                     r.status = "2.0.0".into();
                     r.text = format!("relayed to non-DSN-aware mailer ({})", res.text);
-                    relayed.push(r);
+                    reports.add(msg, Action::Relayed, r);
                 }
             }
             Class::Temp => match ctx
@@ -203,16 +392,31 @@ fn apply_one(c: &Connection, ctx: &Ctx, a: &Attempt, sum: &mut Summary) -> Resul
                             rcpt.warned,
                             rcpt.notify.as_deref(),
                         );
-                    store::defer_rcpt(c, &msg.id, rcpt.idx, next_attempt, &res.text, warn)?;
+                    let ours = store::defer_rcpt(
+                        c,
+                        &msg.id,
+                        rcpt.idx,
+                        lease,
+                        next_attempt,
+                        &res.text,
+                        warn,
+                    )?;
+                    if !ours {
+                        gone += 1;
+                        continue;
+                    }
                     sum.lines
                         .push(format!("{head} status=deferred ({})", res.text));
                     sum.deferred += 1;
                     if warn {
-                        delayed.push(report_rcpt(rcpt, res));
+                        reports.add(msg, Action::Delayed, report_rcpt(rcpt, res));
                     }
                 }
                 AfterTempFail::Expire => {
-                    store::delete_rcpt(c, &msg.id, rcpt.idx)?;
+                    if !store::delete_rcpt(c, &msg.id, rcpt.idx, lease)? {
+                        gone += 1;
+                        continue;
+                    }
                     let returned =
                         may_report && notify_allows(rcpt.notify.as_deref(), Notify::Failure);
                     sum.lines.push(format!(
@@ -229,69 +433,83 @@ fn apply_one(c: &Connection, ctx: &Ctx, a: &Attempt, sum: &mut Summary) -> Resul
                             human(ctx.policy.max_lifetime.as_secs()),
                             res.text
                         );
-                        failed.push(r);
+                        reports.add(msg, Action::Failed, r);
                     }
                 }
             },
             Class::Perm => {
-                store::delete_rcpt(c, &msg.id, rcpt.idx)?;
+                if !store::delete_rcpt(c, &msg.id, rcpt.idx, lease)? {
+                    gone += 1;
+                    continue;
+                }
                 sum.lines
                     .push(format!("{head} status=bounced ({})", res.text));
                 sum.bounced += 1;
                 if may_report && notify_allows(rcpt.notify.as_deref(), Notify::Failure) {
-                    failed.push(report_rcpt(rcpt, res));
+                    reports.add(msg, Action::Failed, report_rcpt(rcpt, res));
                 }
             }
         }
     }
-    for (action, rcpts, what) in [
-        (Action::Failed, failed, "non-delivery"),
-        (Action::Delayed, delayed, "delay"),
-        (Action::Relayed, relayed, "delivery status"),
-    ] {
-        if rcpts.is_empty() {
-            continue;
-        }
-        let Some(original) = store::message_data(c, &msg.id)? else {
-            continue;
-        };
-        let report = Report {
-            action,
-            hostname: &ctx.hostname,
-            queue_id: &msg.id,
-            sender: &msg.sender,
-            envid: msg.envid.as_deref(),
-            ret_full: msg
-                .ret
-                .as_deref()
-                .is_some_and(|r| r.eq_ignore_ascii_case("FULL")),
-            arrival: msg.arrival,
-            now,
-            retry_until: Some(
-                msg.arrival
-                    .saturating_add(ctx.policy.max_lifetime.as_secs() as i64),
-            ),
-            delayed_for: Some(now - msg.arrival),
-            rcpts,
-            original: &original,
-        };
-        let dsn = bounce::new_message(&report);
-        queue::insert::insert_message(c, &dsn)?;
+    if gone > 0 {
         sum.lines.push(format!(
-            "{}: sender {what} notification: {}",
-            msg.id, dsn.id
-        ));
-        sum.lines.push(format!(
-            "{}: from=<> size={} nrcpt=1 client=local (DSN for {})",
-            dsn.id,
-            dsn.data.len(),
+            "{}: {gone} delivery results not applied: recipients deleted, held or leased again meanwhile (no DSN, no retry counted)",
             msg.id
         ));
-        sum.reports += 1;
     }
-    if store::delete_message_if_done(c, &msg.id)? {
-        sum.lines.push(format!("{}: removed", msg.id));
-    }
+    Ok(())
+}
+
+/// Queues one DSN of kind `action` for `msg` listing `rcpts`.
+fn queue_report(
+    c: &Connection,
+    ctx: &Ctx,
+    msg: &Msg,
+    action: Action,
+    rcpts: Vec<ReportRcpt>,
+    sum: &mut Summary,
+) -> Result<()> {
+    let what = match action {
+        Action::Failed => "non-delivery",
+        Action::Delayed => "delay",
+        Action::Relayed => "delivery status",
+    };
+    let Some(original) = store::message_data(c, &msg.id)? else {
+        return Ok(());
+    };
+    let report = Report {
+        action,
+        hostname: &ctx.hostname,
+        queue_id: &msg.id,
+        sender: &msg.sender,
+        envid: msg.envid.as_deref(),
+        ret_full: msg
+            .ret
+            .as_deref()
+            .is_some_and(|r| r.eq_ignore_ascii_case("FULL")),
+        arrival: msg.arrival,
+        now: ctx.now,
+        retry_until: Some(
+            msg.arrival
+                .saturating_add(ctx.policy.max_lifetime.as_secs() as i64),
+        ),
+        delayed_for: Some(ctx.now - msg.arrival),
+        rcpts,
+        original: &original,
+    };
+    let dsn = bounce::new_message(&report);
+    queue::insert::insert_message(c, &dsn)?;
+    sum.lines.push(format!(
+        "{}: sender {what} notification: {}",
+        msg.id, dsn.id
+    ));
+    sum.lines.push(format!(
+        "{}: from=<> size={} nrcpt=1 client=local (DSN for {})",
+        dsn.id,
+        dsn.data.len(),
+        msg.id
+    ));
+    sum.reports += 1;
     Ok(())
 }
 

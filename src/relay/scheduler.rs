@@ -113,6 +113,7 @@ async fn lease_round(relay: &Arc<Relay>) -> Result<bool> {
                     msg: msg.clone(),
                     rcpts,
                     body: body.clone(),
+                    wire: None,
                 },
             );
         }
@@ -129,6 +130,7 @@ fn no_route(relay: &Relay, msg: &Arc<Msg>, r: super::job::Rcpt, why: String) {
         msg: msg.clone(),
         rcpts: vec![r],
         body: None,
+        wire: None,
     };
     relay.record(Attempt::all(
         job,

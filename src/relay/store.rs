@@ -102,6 +102,7 @@ pub fn lease_due(
                     notify: r.get(4)?,
                     orcpt: r.get(5)?,
                     warned: r.get(6)?,
+                    lease_until: now + LEASE_SECS,
                 })
             })?
             .collect::<rusqlite::Result<_>>()
@@ -207,19 +208,27 @@ pub fn message_data(conn: &Connection, id: &str) -> Result<Option<Vec<u8>>> {
     Ok(Some(data))
 }
 
-/// A recipient is done (delivered or bounced). Returns whether it still existed.
-pub fn delete_rcpt(conn: &Connection, id: &str, idx: i64) -> Result<bool> {
+/// A recipient is done (delivered or bounced). Only a row still leased as
+/// `lease` (its `lease_until`) is removed: one the admin deleted, a hold
+/// parked or another lease took over is not ours to finish. Returns
+/// whether the row was ours.
+pub fn delete_rcpt(conn: &Connection, id: &str, idx: i64, lease: i64) -> Result<bool> {
     Ok(conn
-        .prepare_cached("DELETE FROM recipients WHERE msg_id = ?1 AND idx = ?2")?
-        .execute(params![id, idx])?
+        .prepare_cached(
+            "DELETE FROM recipients
+             WHERE msg_id = ?1 AND idx = ?2 AND status = 'active' AND lease_until = ?3",
+        )?
+        .execute(params![id, idx, lease])?
         > 0)
 }
 
-/// A recipient waits for another attempt.
+/// A recipient waits for another attempt (only a row still leased as
+/// `lease`, see `delete_rcpt`). Returns whether the row was ours.
 pub fn defer_rcpt(
     conn: &Connection,
     id: &str,
     idx: i64,
+    lease: i64,
     next_attempt: i64,
     reply: &str,
     warned: bool,
@@ -227,11 +236,27 @@ pub fn defer_rcpt(
     Ok(conn
         .prepare_cached(
             "UPDATE recipients SET status = 'deferred', lease_until = NULL, attempts = attempts + 1,
-                    next_attempt = ?3, last_reply = ?4, warned = MAX(warned, ?5)
-             WHERE msg_id = ?1 AND idx = ?2",
+                    next_attempt = ?4, last_reply = ?5, warned = MAX(warned, ?6)
+             WHERE msg_id = ?1 AND idx = ?2 AND status = 'active' AND lease_until = ?3",
         )?
-        .execute(params![id, idx, next_attempt, reply, warned])?
+        .execute(params![id, idx, lease, next_attempt, reply, warned])?
         > 0)
+}
+
+/// Gives leased recipients back to the queue without an attempt (their
+/// message was held while they waited to be sent): queued, due at once,
+/// so a release sends them. Returns how many rows were still ours.
+pub fn unlease(conn: &Connection, id: &str, rcpts: &[(i64, i64)], now: i64) -> Result<usize> {
+    let mut st = conn.prepare_cached(
+        "UPDATE recipients SET status = 'queued', lease_until = NULL,
+                next_attempt = MIN(next_attempt, ?4)
+         WHERE msg_id = ?1 AND idx = ?2 AND status = 'active' AND lease_until = ?3",
+    )?;
+    let mut n = 0;
+    for (idx, lease) in rcpts {
+        n += st.execute(params![id, idx, lease, now])?;
+    }
+    Ok(n)
 }
 
 /// Deletes the message if it has no recipients left; returns whether it did.
@@ -353,8 +378,14 @@ mod tests {
         put(&c, "A", &["a@one.example", "b@one.example"], false);
         let got = lease_due(&c, 200, 10, &[], 0).unwrap();
         assert_eq!(got[0].rcpts.len(), 2);
-        assert!(defer_rcpt(&c, "A", 0, 900, "try later", false).unwrap());
-        assert!(delete_rcpt(&c, "A", 1).unwrap());
+        let lease = got[0].rcpts[0].lease_until;
+        assert_eq!(lease, 200 + LEASE_SECS);
+        // A result for another lease (or a row no longer leased) is not applied.
+        assert!(!defer_rcpt(&c, "A", 0, lease + 1, 900, "stale", false).unwrap());
+        assert!(defer_rcpt(&c, "A", 0, lease, 900, "try later", false).unwrap());
+        assert!(!defer_rcpt(&c, "A", 0, lease, 900, "twice", false).unwrap());
+        assert!(delete_rcpt(&c, "A", 1, lease).unwrap());
+        assert!(!delete_rcpt(&c, "A", 1, lease).unwrap());
         assert!(!delete_message_if_done(&c, "A").unwrap());
         assert_eq!(
             waiting_domains(&c, 200).unwrap(),
@@ -370,7 +401,13 @@ mod tests {
             reclaim(&c, 200 + LEASE_SECS + 1, &HashSet::new()).unwrap(),
             1
         );
-        assert!(delete_rcpt(&c, "A", 0).unwrap());
+        // Reclaimed: the old lease's result no longer applies; a new one does.
+        assert!(!delete_rcpt(&c, "A", 0, 200 + LEASE_SECS).unwrap());
+        let again = lease_due(&c, 300 + LEASE_SECS, 10, &[], 0).unwrap();
+        let lease = again[0].rcpts[0].lease_until;
+        assert_eq!(unlease(&c, "A", &[(0, lease)], 5).unwrap(), 1);
+        let again = lease_due(&c, 300 + LEASE_SECS, 10, &[], 0).unwrap();
+        assert!(delete_rcpt(&c, "A", 0, again[0].rcpts[0].lease_until).unwrap());
         assert!(delete_message_if_done(&c, "A").unwrap());
         assert_eq!(message_data(&c, "A").unwrap(), None);
     }
@@ -431,7 +468,16 @@ mod tests {
         );
         time("defer 1,000 leased", &mut || {
             for i in 0..1000u32 {
-                defer_rcpt(&tx, &format!("M{i:08}"), 0, 900, "451 later", false).unwrap();
+                defer_rcpt(
+                    &tx,
+                    &format!("M{i:08}"),
+                    0,
+                    200 + LEASE_SECS,
+                    900,
+                    "451 later",
+                    false,
+                )
+                .unwrap();
             }
             1000
         });
@@ -447,7 +493,7 @@ mod tests {
         time("deliver 1,000 (delete rows and messages)", &mut || {
             for i in 1000..2000u32 {
                 let id = format!("M{i:08}");
-                delete_rcpt(&tx, &id, 0).unwrap();
+                delete_rcpt(&tx, &id, 0, 200 + LEASE_SECS).unwrap();
                 delete_message_if_done(&tx, &id).unwrap();
             }
             1000

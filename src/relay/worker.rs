@@ -24,6 +24,7 @@ use super::dest::{ConnectFailure, Dest};
 use super::job::{Body, Job};
 use super::outcome::{Attempt, Class, RcptResult};
 use super::Relay;
+use crate::queue::withdrawn::{Begin, Why};
 
 /// How long an open session waits for another job before QUIT.
 const IDLE_KEEP: Duration = Duration::from_secs(2);
@@ -163,14 +164,11 @@ async fn deliver_job(
     dest: &Arc<Dest>,
     session: &mut Option<Session>,
     pending: &mut Option<Pending>,
-    job: Job,
+    mut job: Job,
 ) -> Flow {
-    if relay.queue.withdrawn.contains(&job.msg.id) {
-        // Deleted by the admin after its bytes came with the lease.
-        if dest.done(&job) {
-            relay.queue.wakeup.notify_one();
-        }
-        relay.forget(&job);
+    if let Some(why) = relay.queue.withdrawn.why(&job.msg.id) {
+        // Deleted or held by the admin after it was leased.
+        withdrawn(relay, dest, job, why);
         return Flow::Continue;
     }
     let read = match &job.body {
@@ -204,6 +202,8 @@ async fn deliver_job(
     let started = Instant::now();
     let mut fresh_tries = 0;
     loop {
+        // Not on the wire while (re)connecting.
+        job.wire = None;
         if session.is_none() {
             match relay.connector.open(&dest.dest).await {
                 Ok(s) => {
@@ -240,6 +240,34 @@ async fn deliver_job(
         let Some(s) = session.as_mut() else {
             return Flow::Exit;
         };
+        // The last moment an admin's delete or hold can stop this message;
+        // from here on it is on the wire (`queue::withdrawn`).
+        let idx: Vec<i64> = job.rcpts.iter().map(|r| r.idx).collect();
+        match relay.queue.withdrawn.begin(&job.msg.id, &idx) {
+            Begin::Stop(why) => {
+                withdrawn(relay, dest, job, why);
+                return Flow::Continue;
+            }
+            Begin::Go { removed, guard } => {
+                if !removed.is_empty() {
+                    let (gone, kept): (Vec<_>, Vec<_>) = job
+                        .rcpts
+                        .into_iter()
+                        .partition(|r| removed.contains(&r.idx));
+                    job.rcpts = kept;
+                    let keys: Vec<_> = gone.iter().map(|r| (job.msg.id.clone(), r.idx)).collect();
+                    dest.forget_rcpts(&gone);
+                    relay.forget_keys(&keys);
+                    if job.rcpts.is_empty() {
+                        if dest.done(&job) {
+                            relay.queue.wakeup.notify_one();
+                        }
+                        return Flow::Continue;
+                    }
+                }
+                job.wire = Some(guard);
+            }
+        }
         let (prev, unfinished) = match pending.take() {
             Some(p) => (Some((p.job, p.started)), Some(p.unfinished)),
             None => (None, None),
@@ -268,6 +296,18 @@ async fn deliver_job(
         }
         complete(relay, dest, session, job, started, out).await;
         return Flow::Continue;
+    }
+}
+
+/// A job the admin deleted (dropped: its rows are gone) or held (its rows
+/// go back to the queue, parked, through the recorder) before it was sent.
+fn withdrawn(relay: &Relay, dest: &Dest, job: Job, why: Why) {
+    if dest.done(&job) {
+        relay.queue.wakeup.notify_one();
+    }
+    match why {
+        Why::Deleted => relay.forget(&job),
+        Why::Held => relay.park(job),
     }
 }
 
