@@ -34,6 +34,7 @@ pub fn start(path: &Path, queue: Queue, tables: Arc<Tables>) -> Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod {}", path.display()))?;
     tokio::spawn(async move {
+        let _critical = crate::supervise::critical("control socket");
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;

@@ -17,4 +17,5 @@ pub mod scan;
 pub mod serve;
 pub mod smtp;
 pub mod stream;
+pub mod supervise;
 pub mod tables;

@@ -286,6 +286,7 @@ pub async fn serve(addr: &str, queue: Queue) -> Result<()> {
         .with_context(|| format!("cannot listen for metrics on {addr}"))?;
     tracing::info!("metrics on http://{addr}/metrics");
     tokio::spawn(async move {
+        let _critical = crate::supervise::critical("metrics listener");
         loop {
             let Ok((mut s, _)) = listener.accept().await else {
                 continue;

@@ -34,6 +34,7 @@ async fn main(cfg: Config) -> Result<i32> {
     let cfg = Arc::new(cfg);
     // Before anything else touches the queue: one daemon per queue.
     let lock = crate::queue::lock::acquire(&cfg.queue.path)?;
+    let mut lost = crate::supervise::install();
     let tables = Arc::new(Tables::load(&cfg)?);
     let queue = Queue::open(&cfg.queue.path, lock)?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -53,7 +54,11 @@ async fn main(cfg: Config) -> Result<i32> {
         tables.clone(),
         CacheWriter::Queue(queue.clone()),
     )?);
-    tokio::spawn(verifier.clone().watch());
+    let v = verifier.clone();
+    tokio::spawn(async move {
+        let _critical = crate::supervise::critical("recipient list watcher");
+        v.watch().await
+    });
     let shared = Arc::new(smtp::Shared::new(
         cfg.clone(),
         tables.clone(),
@@ -62,7 +67,11 @@ async fn main(cfg: Config) -> Result<i32> {
         stop_rx.clone(),
     )?);
 
-    tokio::spawn(tables.clone().watch());
+    let t = tables.clone();
+    tokio::spawn(async move {
+        let _critical = crate::supervise::critical("table watcher");
+        t.watch().await
+    });
     crate::control::start(&cfg.control.socket, queue.clone(), tables.clone())?;
     if let Some(addr) = &cfg.metrics.listen {
         crate::metrics::serve(addr, queue.clone()).await?;
@@ -74,7 +83,11 @@ async fn main(cfg: Config) -> Result<i32> {
         if let Ok(a) = l.local_addr() {
             tracing::info!("listening on {a}");
         }
-        servers.push(tokio::spawn(smtp::serve(l, shared.clone())));
+        let s = shared.clone();
+        servers.push(tokio::spawn(async move {
+            let _critical = crate::supervise::critical("SMTP listener");
+            smtp::serve(l, s).await
+        }));
     }
     tracing::info!(
         "mx2 started: hostname={} queue={} transport_map={} header_checks={}",
@@ -87,10 +100,16 @@ async fn main(cfg: Config) -> Result<i32> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut exit = 0;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            Some(what) = lost.recv() => {
+                tracing::error!("fatal: {what} unexpectedly; stopping so that the service manager restarts mx2");
+                exit = 1;
+                break;
+            }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading tables and certificates");
                 let t = tables.clone();
@@ -130,5 +149,5 @@ async fn main(cfg: Config) -> Result<i32> {
         s.abort();
     }
     tracing::info!("stopped");
-    Ok(0)
+    Ok(exit)
 }

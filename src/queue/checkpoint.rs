@@ -74,6 +74,7 @@ pub fn start(path: &Path, restart: Restart) -> Result<()> {
     std::thread::Builder::new()
         .name("queue-checkpoint".into())
         .spawn(move || {
+            let _critical = crate::supervise::critical("queue checkpointer");
             let mut pause = TICK;
             loop {
                 std::thread::sleep(pause);

@@ -38,7 +38,10 @@ impl Writer {
         let (tx, rx) = mpsc::channel::<Job>();
         thread::Builder::new()
             .name("queue-writer".into())
-            .spawn(move || run(conn, rx, restart))
+            .spawn(move || {
+                let _critical = crate::supervise::critical("queue writer");
+                run(conn, rx, restart)
+            })
             .context("starting the queue writer thread")?;
         Ok(Writer { tx })
     }

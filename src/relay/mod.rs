@@ -103,8 +103,16 @@ pub fn start(
         unrecorded: AtomicUsize::new(0),
         stop,
     });
-    tokio::spawn(record::run(relay.clone(), rx));
-    tokio::spawn(scheduler::run(relay.clone()));
+    let r = relay.clone();
+    tokio::spawn(async move {
+        let _critical = crate::supervise::critical("relay recorder");
+        record::run(r, rx).await
+    });
+    let r = relay.clone();
+    tokio::spawn(async move {
+        let _critical = crate::supervise::critical("relay scheduler");
+        scheduler::run(r).await
+    });
     Ok(Handle(relay))
 }
 
