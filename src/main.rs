@@ -27,6 +27,14 @@ enum Cmd {
     /// Run the daemon in the foreground (SIGTERM stops, SIGHUP reloads).
     Serve,
     /// Write a starter mx2.toml, transport.map and header_checks into a directory.
+    ///
+    /// DIR (default: the working directory, created if missing) gets
+    /// mx2.toml, every key shown with its default and the tables named
+    /// relative to it (relative paths in a config are relative to its
+    /// directory); transport.map, commented examples that relay nothing;
+    /// and header_checks, the operator's rules (the built-in ones). An
+    /// existing file is not overwritten without --force: mx2 names it,
+    /// writes nothing and exits 1.
     Init(cli::init::Args),
     /// Validate the config, transport map, header_checks and certificates.
     CheckConfig,
