@@ -26,6 +26,16 @@ struct Cli {
 enum Cmd {
     /// Run the daemon in the foreground (SIGTERM stops, SIGHUP reloads).
     Serve,
+    /// Write a starter mx2.toml, transport.map and header_checks into a directory.
+    ///
+    /// DIR (default: the working directory, created if missing) gets
+    /// mx2.toml, every key shown with its default and the tables named
+    /// relative to it (relative paths in a config are relative to its
+    /// directory); transport.map, commented examples that relay nothing;
+    /// and header_checks, the operator's rules (the built-in ones). An
+    /// existing file is not overwritten without --force: mx2 names it,
+    /// writes nothing and exits 1.
+    Init(cli::init::Args),
     /// Validate the config, transport map, header_checks and certificates.
     CheckConfig,
     /// Inspect and control the queue.
@@ -55,6 +65,16 @@ fn main() -> ExitCode {
     if let Cmd::CheckConfig = cli.cmd {
         return ExitCode::from(cli::check_config::run(&path, explicit) as u8);
     }
+    if let Cmd::Init(args) = &cli.cmd {
+        // Writes a configuration: reads none.
+        return match cli::init::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mx2: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if let Cmd::Man { dir } = &cli.cmd {
         // Needs no configuration: runs on the build machine.
         return match cli::man::run(dir, <Cli as clap::CommandFactory>::command()) {
@@ -77,7 +97,7 @@ fn main() -> ExitCode {
             let _flush = logging::init_daemon(cfg.log.format);
             serve::run(cfg)
         }
-        Cmd::CheckConfig | Cmd::Man { .. } => Ok(0),
+        Cmd::CheckConfig | Cmd::Man { .. } | Cmd::Init(_) => Ok(0),
         Cmd::Queue(c) => {
             logging::init(cfg.log.format);
             cli::queue_cmd::run(c, &cfg)
@@ -87,7 +107,7 @@ fn main() -> ExitCode {
             cli::recipients_cmd::run(c, cfg)
         }
         Cmd::Transport(c) => cli::transport_cmd::run(c, &cfg.relay.transport_map.path),
-        Cmd::HeaderChecks(c) => cli::header_checks_cmd::run(c, &cfg.relay.header_checks.path),
+        Cmd::HeaderChecks(c) => cli::header_checks_cmd::run(c, &cfg.relay.header_checks),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -212,7 +212,14 @@ fn sample_config_passes_check_config() {
         "check-config failed:\n{}",
         text(&out.stderr)
     );
-    assert_eq!(text(&out.stdout).trim(), format!("{}: ok", inst.config()));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "header_checks: {} (8 rules)\n{}: ok\n",
+            inst.etc.join("header_checks").display(),
+            inst.config()
+        )
+    );
     assert_eq!(
         text(&out.stderr),
         "",
@@ -258,12 +265,42 @@ fn every_commented_default_in_the_sample_is_a_valid_setting() {
     );
 }
 
-/// `section -> keys` as written in the sample (set or commented out); the
-/// top level is "".
-fn sample_keys() -> BTreeMap<String, BTreeSet<String>> {
+#[test]
+fn every_commented_default_in_the_init_config_is_a_valid_setting() {
+    // `mx2 init`'s mx2.toml, every default uncommented, still checks out
+    // with the tables `mx2 init` wrote beside it.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = mx2(&["init", d]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cfg = dir.path().join("mx2.toml");
+    let uncommented: Vec<String> = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .lines()
+        .map(|l| match commented_key(l) {
+            Some(_) => l[2..].to_string(),
+            None => l.to_string(),
+        })
+        .collect();
+    assert!(
+        uncommented.iter().filter(|l| l.contains(" = ")).count() > 30,
+        "{uncommented:?}"
+    );
+    std::fs::write(&cfg, uncommented.join("\n")).unwrap();
+    let out = mx2(&["--config", cfg.to_str().unwrap(), "check-config"]);
+    assert!(
+        out.status.success(),
+        "uncommented init config fails check-config:\n{}",
+        text(&out.stderr)
+    );
+}
+
+/// `section -> keys` as written in a sample config (set or commented
+/// out); the top level is "".
+fn sample_keys(rel: &str) -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut section = String::new();
-    for line in read("packaging/etc/mx2.toml").lines() {
+    for line in read(rel).lines() {
         if let Some(s) = line.strip_prefix('[') {
             section = s.split(']').next().unwrap().to_string();
             continue;
@@ -366,9 +403,14 @@ fn man5_keys() -> BTreeMap<String, BTreeSet<String>> {
 fn every_config_key_is_in_the_sample_and_the_man_page() {
     let accepted = accepted_keys();
     assert_eq!(
-        sample_keys(),
+        sample_keys("packaging/etc/mx2.toml"),
         accepted,
         "packaging/etc/mx2.toml (left) must show every key src/config.rs accepts (right)"
+    );
+    assert_eq!(
+        sample_keys("packaging/init/mx2.toml"),
+        accepted,
+        "packaging/init/mx2.toml (`mx2 init`, left) must show every key src/config.rs accepts (right)"
     );
     assert_eq!(
         man5_keys(),
@@ -508,6 +550,7 @@ fn man_pages_are_generated_from_the_cli() {
     for needle in [
         "mx2\\-serve(8)",
         "mx2\\-check\\-config(8)",
+        "mx2\\-init(8)",
         "mx2\\-queue(8)",
         "mx2\\-transport(8)",
         "mx2\\-header\\-checks(8)",
@@ -522,6 +565,7 @@ fn man_pages_are_generated_from_the_cli() {
     for sub in [
         "mx2-serve.8",
         "mx2-check-config.8",
+        "mx2-init.8",
         "mx2-queue.8",
         "mx2-queue-list.8",
         "mx2-queue-flush.8",

@@ -6,18 +6,25 @@
 //! hit (`line N: /pattern/flags ACTION: Header: value`), matching errors
 //! (`error: …`) and `HOLD text` for a held message. Exit 0 whatever the
 //! verdict; 1 when the rules or the message cannot be read.
+//!
+//! Without `--rules` it runs the rules the daemon would: the configured
+//! `[relay] header_checks`, or, when no file is at the default path, the
+//! built-in rules (a note on stderr says so).
 
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use header_checks::Rules;
+
+use crate::config::TablePath;
+use crate::tables;
 
 /// `mx2 header-checks …`
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Run the rules over a message (stdin if no FILE); hits on stderr, result on stdout.
     Test {
-        /// Rules file (default: `[relay] header_checks` from the config).
+        /// Rules file (default: `[relay] header_checks` from the config, or the built-in rules when no file is at the default path).
         #[arg(long)]
         rules: Option<PathBuf>,
         /// Message file; standard input when absent.
@@ -25,8 +32,8 @@ pub enum Command {
     },
 }
 
-/// Runs the subcommand; `default_rules` is the configured rules path. Returns the exit code.
-pub fn run(cmd: &Command, default_rules: &std::path::Path) -> anyhow::Result<i32> {
+/// Runs the subcommand; `default_rules` is `[relay] header_checks`. Returns the exit code.
+pub fn run(cmd: &Command, default_rules: &TablePath) -> anyhow::Result<i32> {
     let stdin = io::stdin();
     let stdout = io::stdout();
     let stderr = io::stderr();
@@ -42,14 +49,26 @@ pub fn run(cmd: &Command, default_rules: &std::path::Path) -> anyhow::Result<i32
 /// `run` with explicit streams (for tests).
 fn run_with(
     cmd: &Command,
-    default_rules: &Path,
+    default_rules: &TablePath,
     stdin: &mut dyn Read,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> anyhow::Result<i32> {
     let Command::Test { rules, file } = cmd;
-    let rules_path = rules.as_deref().unwrap_or(default_rules);
-    let loaded = match Rules::load(rules_path) {
+    let loaded = match rules {
+        Some(path) => Rules::load(path),
+        None => {
+            if tables::uses_builtin_rules(default_rules) {
+                writeln!(
+                    stderr,
+                    "note: no rules file at {}: using the built-in rules (as the packaged /etc/mx2/header_checks)",
+                    default_rules.path.display()
+                )?;
+            }
+            tables::read_rules(default_rules)
+        }
+    };
+    let loaded = match loaded {
         Ok(l) => l,
         Err(e) => {
             for line in &e.errors {
@@ -111,7 +130,11 @@ mod tests {
             file: None,
         };
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = run_with(&cmd, &rules_path, &mut &message[..], &mut out, &mut err).expect("run");
+        let table = TablePath {
+            path: rules_path,
+            explicit: true,
+        };
+        let code = run_with(&cmd, &table, &mut &message[..], &mut out, &mut err).expect("run");
         (code, out, String::from_utf8_lossy(&err).into_owned())
     }
 
@@ -175,15 +198,64 @@ mod tests {
             file: Some(dir.path().join("nope.eml")),
         };
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = run_with(
-            &cmd,
-            Path::new("/unused"),
-            &mut io::empty(),
-            &mut out,
-            &mut err,
-        )
-        .expect("run");
+        let unused = TablePath {
+            path: PathBuf::from("/unused"),
+            explicit: true,
+        };
+        let code = run_with(&cmd, &unused, &mut io::empty(), &mut out, &mut err).expect("run");
         assert_eq!(code, 1);
         assert!(String::from_utf8_lossy(&err).contains("nope.eml"));
+    }
+
+    /// Runs `header-checks test` without `--rules` against `table`.
+    fn run_default(table: &TablePath, message: &[u8]) -> (i32, Vec<u8>, String) {
+        let cmd = Command::Test {
+            rules: None,
+            file: None,
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run_with(&cmd, table, &mut &message[..], &mut out, &mut err).expect("run");
+        (code, out, String::from_utf8_lossy(&err).into_owned())
+    }
+
+    #[test]
+    fn without_rules_and_no_file_at_the_default_path_the_builtin_rules_apply() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let table = TablePath {
+            path: dir.path().join("header_checks"),
+            explicit: false,
+        };
+        let msg = b"X-Spam-Level: \r\nX-Spam-Status: No, score=0.1\r\nSubject: s\r\n\r\nbody\r\n";
+        let (code, out, err) = run_default(&table, msg);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out, b"Subject: s\r\n\r\nbody\r\n");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 3, "{err}");
+        assert!(lines[0].starts_with("note: no rules file at "), "{err}");
+        assert!(lines[0].contains("using the built-in rules"), "{err}");
+        // Hits name the lines of the packaged file the built-in rules are.
+        let level = tables::BUILTIN_RULES
+            .lines()
+            .position(|l| l.starts_with("/^X\\-Spam\\-Level:/m"))
+            .expect("the built-in rules strip X-Spam-Level")
+            + 1;
+        assert!(
+            lines[1].starts_with(&format!("line {level}: /^X\\-Spam\\-Level:/m IGNORE")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn without_rules_a_configured_path_that_is_missing_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let table = TablePath {
+            path: dir.path().join("header_checks"),
+            explicit: true,
+        };
+        let (code, out, err) = run_default(&table, b"Subject: s\r\n\r\n");
+        assert_eq!(code, 1);
+        assert!(out.is_empty());
+        assert!(err.contains("header_checks: cannot read rules"), "{err}");
+        assert!(!err.contains("built-in"), "{err}");
     }
 }

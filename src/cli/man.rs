@@ -53,7 +53,8 @@ The text file is the table: there is no \fBpostmap\fR step.
 .TP
 .I /etc/mx2/header_checks
 Header rules in Postfix \fBheader_checks\fR(5) / \fBpcre_table\fR(5) syntax,
-applied to the message as it will be relayed, after every scanner.
+applied to the message as it will be relayed, after every scanner. With
+no file at the default path, the same rules are built in.
 .TP
 .I /var/lib/mx2/queue.db
 The SQLite queue (with its \fI\-wal\fR and \fI\-shm\fR files).
@@ -66,6 +67,7 @@ running daemon.
 The systemd unit (Debian package).
 .SH EXAMPLES
 .nf
+mx2 init /srv/mx2 && mx2 \-\-config /srv/mx2/mx2.toml check\-config
 mx2 check\-config
 mx2 transport add example.jp '[primary1.example.net]'
 mx2 queue list \-\-domain example.jp

@@ -2,6 +2,7 @@
 
 pub mod check_config;
 pub mod header_checks_cmd;
+pub mod init;
 pub mod man;
 pub mod queue_cmd;
 pub mod recipients_cmd;
