@@ -66,6 +66,11 @@ want() {
     [ "$2" = "$3" ] || fail "$1: expected '$2', got '$3'"
 }
 
+# has DESCRIPTION NEEDLE ACTUAL: ACTUAL contains NEEDLE
+has() {
+    case "$3" in *"$2"*) ;; *) fail "$1: expected to contain '$2', got '$3'" ;; esac
+}
+
 # wait_for SECONDS DESCRIPTION COMMAND... (polls every 0.2 s)
 wait_for() {
     local limit=$1 what=$2
@@ -175,11 +180,26 @@ if command -v systemd-analyze >/dev/null; then
 fi
 
 # ---- 3. the installed config -------------------------------------------------
+# A public MX (port 25) needs a fully qualified hostname: on a machine whose
+# name has no dot, check-config says so until the admin sets `hostname`.
+if ! hostname | grep -q '\.'; then
+    if out=$(env -u MX2_CONFIG mx2 check-config 2>&1); then
+        fail "check-config accepted the short hostname $(hostname) on port 25: $out"
+    fi
+    has "check-config (short hostname)" "is not a fully qualified domain name" "$out"
+    sed -i 's|^# hostname = "".*|hostname = "mx2.ci-test.example"|' /etc/mx2/mx2.toml
+    grep -q '^hostname = "mx2.ci-test.example"' /etc/mx2/mx2.toml ||
+        fail "installed config: no commented hostname line to set"
+    say "short hostname refused on port 25; set hostname as the admin would"
+fi
+# stdout: which header rules are in force, then the verdict; nothing on stderr.
 out=$(env -u MX2_CONFIG mx2 check-config 2>&1) || fail "mx2 check-config: $out"
-want "check-config (default path, root)" "/etc/mx2/mx2.toml: ok" "$out"
+has "check-config (default path, root)" "header_checks: /etc/mx2/header_checks" "$out"
+want "check-config (default path, root)" "/etc/mx2/mx2.toml: ok" "$(printf '%s\n' "$out" | tail -n 1)"
+want "check-config (no warnings)" 2 "$(printf '%s\n' "$out" | wc -l)"
 out=$(runuser -u mx2 -- env -u MX2_CONFIG /usr/bin/mx2 check-config 2>&1) ||
     fail "mx2 check-config as mx2: $out"
-want "check-config (as mx2)" "/etc/mx2/mx2.toml: ok" "$out"
+want "check-config (as mx2)" "/etc/mx2/mx2.toml: ok" "$(printf '%s\n' "$out" | tail -n 1)"
 [ -z "$(env -u MX2_CONFIG mx2 transport list)" ] || fail "the sample transport map is not empty"
 say "check-config passes on the installed config"
 

@@ -18,6 +18,9 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/mx2/mx2.toml";
 pub struct Config {
     /// The file it came from; `None` when the embedded defaults apply.
     pub source: Option<PathBuf>,
+    /// Problems that do not stop the daemon (`check-config` prints them,
+    /// `serve` logs them at start).
+    pub warnings: Vec<String>,
     pub hostname: String,
     pub smtp: Smtp,
     pub queue: Queue,
@@ -336,6 +339,27 @@ impl Config {
         if listen.is_empty() {
             errs.push("listen", "listen must name at least one address".into());
         }
+        // A public MX greets and says EHLO with its fully qualified name;
+        // a short name (a common /etc/hostname) gets mail refused by
+        // primaries that check HELO, and breaks the loop check by name.
+        let mut warnings = Vec::new();
+        if !hostname.contains('.') {
+            let public = listen
+                .iter()
+                .filter_map(|l| l.parse::<std::net::SocketAddr>().ok())
+                .any(|a| a.port() == 25);
+            let what = format!(
+                "hostname {hostname:?} is not a fully qualified domain name (no dot); set `hostname` to this MX's name"
+            );
+            if public {
+                errs.push(
+                    "hostname",
+                    format!("{what} (required when listening on port 25)"),
+                );
+            } else {
+                warnings.push(what);
+            }
+        }
         let tls_cert = s.tls_cert.filter(|v| !v.is_empty()).map(|v| resolve(&v));
         let tls_key = s.tls_key.filter(|v| !v.is_empty()).map(|v| resolve(&v));
         if tls_cert.is_some() != tls_key.is_some() {
@@ -465,6 +489,7 @@ impl Config {
         }
         Ok(Config {
             source: source.map(Path::to_path_buf),
+            warnings,
             hostname,
             smtp,
             queue,
@@ -627,6 +652,22 @@ mod tests {
             e.errors[0]
         );
         assert!(e.errors[0].contains("max_mesage_size"), "{}", e.errors[0]);
+    }
+
+    #[test]
+    fn a_short_hostname_is_an_error_on_port_25_and_a_warning_elsewhere() {
+        let public = "hostname = \"vm\"\n[smtp]\nlisten = [\"0.0.0.0:25\"]\n";
+        let e = Config::from_toml(public, Some(Path::new("m.toml"))).unwrap_err();
+        assert_eq!(e.errors.len(), 1, "{e}");
+        assert!(
+            e.errors[0].starts_with("m.toml:1: hostname \"vm\" is not a fully qualified"),
+            "{e}"
+        );
+        let dev = "hostname = \"vm\"\n[smtp]\nlisten = [\"127.0.0.1:2525\"]\n";
+        let c = Config::from_toml(dev, Some(Path::new("m.toml"))).unwrap();
+        assert_eq!(c.warnings.len(), 1);
+        let fqdn = "hostname = \"mx2.example.jp\"\n[smtp]\nlisten = [\"0.0.0.0:25\"]\n";
+        assert!(Config::from_toml(fqdn, None).unwrap().warnings.is_empty());
     }
 
     #[test]

@@ -35,6 +35,9 @@ async fn main(cfg: Config) -> Result<i32> {
     // Before anything else touches the queue: one daemon per queue.
     let lock = crate::queue::lock::acquire(&cfg.queue.path)?;
     let mut lost = crate::supervise::install();
+    for w in &cfg.warnings {
+        tracing::warn!("config: {w}");
+    }
     let tables = Arc::new(Tables::load(&cfg)?);
     let queue = Queue::open(&cfg.queue.path, lock)?;
     let (stop_tx, stop_rx) = watch::channel(false);

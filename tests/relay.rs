@@ -872,6 +872,54 @@ fn mx_lookup_skips_this_host_and_worse_and_bounces_a_loop() {
     assert!(senders.txns()[0].text().contains("loops back to myself"));
 }
 
+#[test]
+fn an_mx_whose_address_is_this_host_loops_back_to_myself() {
+    // alias.test's only MX has another name than mx2's hostname, but its
+    // address (and port) is where this mx2 listens.
+    let senders = Sink::start();
+    let dns = dns::Dns::start(vec![
+        ("alias.test", dns::Rec::Mx(10, "another-name.test")),
+        ("another-name.test", dns::Rec::A([127, 0, 0, 1])),
+    ]);
+    let d = Daemon::start_with(
+        &route("sender.test", &senders),
+        "",
+        SLOW_RETRY,
+        &format!("resolver = \"{}\"\n", dns.addr),
+    );
+    let (code, out, err) = d.cli(&[
+        "transport",
+        "add",
+        "alias.test",
+        &format!("smtp:alias.test:{}", d.port),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    d.signal("HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(d
+        .client()
+        .send_mail("s@sender.test", &["u@alias.test"], &message("alias"))
+        .starts_with("250"));
+    assert!(wait_for(10, || senders.count() == 1), "{}", d.log());
+    check_dsn(
+        &senders.txns()[0].data,
+        "u@alias.test",
+        "failed",
+        "5.4.6",
+        Some("Subject: alias"),
+    );
+    assert!(senders.txns()[0]
+        .text()
+        .contains("mail for alias.test loops back to myself"));
+    // mx2 never received its own message back.
+    assert!(
+        !d.log().contains("client=localhost")
+            && d.log().matches("from=<s@sender.test>").count() == 1,
+        "{}",
+        d.log()
+    );
+}
+
 /// A tiny authoritative DNS server on loopback UDP for MX tests.
 mod dns {
     use std::net::{SocketAddr, UdpSocket};

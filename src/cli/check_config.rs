@@ -18,6 +18,14 @@ pub fn run(cfg_path: &std::path::Path, explicit: bool) -> i32 {
         }
     };
     let mut bad = false;
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
+    // What `serve` would refuse to start without (outbound TLS set-up).
+    if let Err(e) = crate::relay::connector(&cfg) {
+        bad = true;
+        eprintln!("relay: {e:#}");
+    }
     let t = &cfg.relay.transport_map;
     if let Err(e) = tables::load_transport(t) {
         bad = true;

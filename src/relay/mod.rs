@@ -25,6 +25,7 @@ mod deliver;
 mod deliver_tests;
 mod dest;
 mod job;
+pub(crate) mod myself;
 pub(crate) mod outcome;
 mod record;
 mod retry;
@@ -61,7 +62,11 @@ pub fn connector(cfg: &Config) -> Result<Connector> {
     Ok(Connector {
         myname: cfg.hostname.clone(),
         tls: TlsClient::new(cfg.relay.tls)?,
-        resolver: Resolver::new(cfg.relay.resolver.as_deref(), &cfg.hostname),
+        resolver: Resolver::new(
+            cfg.relay.resolver.as_deref(),
+            &cfg.hostname,
+            myself::Myself::from_listen(&cfg.smtp.listen),
+        ),
         connect_timeout: cfg.relay.connect_timeout,
         command_timeout: cfg.relay.command_timeout,
     })

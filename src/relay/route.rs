@@ -32,6 +32,7 @@ use hickory_resolver::TokioResolver;
 use rand::seq::SliceRandom;
 use transport::{Host, TransportMap};
 
+use super::myself::Myself;
 use super::outcome::{Class, RcptResult};
 
 /// Default SMTP port.
@@ -149,10 +150,12 @@ pub struct Resolver {
     inner: Result<TokioResolver, String>,
     /// This host's name, lower-case, without a final dot.
     myname: String,
+    /// This host's SMTP addresses (the same rule by address).
+    me: Myself,
 }
 
 impl Resolver {
-    pub fn new(server: Option<&str>, myname: &str) -> Resolver {
+    pub fn new(server: Option<&str>, myname: &str, me: Myself) -> Resolver {
         let inner = build(server);
         if let Err(e) = &inner {
             tracing::error!("relay: no DNS resolver ({e}); MX lookups will defer");
@@ -160,6 +163,7 @@ impl Resolver {
         Resolver {
             inner,
             myname: myname.trim_end_matches('.').to_ascii_lowercase(),
+            me,
         }
     }
 
@@ -212,26 +216,37 @@ impl Resolver {
                 .collect());
         }
         let hosts = self.mx_hosts(name, hop.implicit).await?;
-        let mut out = Vec::new();
+        let best_pref = hosts.first().map(|h| h.0);
+        let mut found: Vec<(u16, Candidate)> = Vec::new();
         let mut first_err = None;
-        for host in hosts {
+        for (pref, host) in hosts {
             match self.addresses(&host, false).await {
-                Ok(ips) => out.extend(ips.into_iter().map(|ip| Candidate {
-                    name: host.clone(),
-                    addr: SocketAddr::new(ip, hop.port),
+                Ok(ips) => found.extend(ips.into_iter().map(|ip| {
+                    let c = Candidate {
+                        name: host.clone(),
+                        addr: SocketAddr::new(ip, hop.port),
+                    };
+                    (pref, c)
                 })),
                 Err(e) => first_err = first_err.or(Some(e)),
             }
         }
-        match (out.is_empty(), first_err) {
-            (true, Some(e)) => Err(e),
-            _ => Ok(out),
+        if found.is_empty() {
+            if let Some(e) = first_err {
+                return Err(e);
+            }
         }
+        drop_myself(name, found, best_pref, &self.me)
     }
 
-    /// The MX host names of `domain` to try, best first, after the
-    /// loops-back-to-myself rule; the domain itself when it has no MX.
-    async fn mx_hosts(&self, domain: &str, implicit: bool) -> Result<Vec<String>, RcptResult> {
+    /// The MX host names of `domain` to try with their preferences, best
+    /// first, after the loops-back-to-myself rule by name; the domain
+    /// itself when it has no MX.
+    async fn mx_hosts(
+        &self,
+        domain: &str,
+        implicit: bool,
+    ) -> Result<Vec<(u16, String)>, RcptResult> {
         let r = self.resolver()?;
         let records = match r.mx_lookup(fqdn(domain)).await {
             Ok(l) => l
@@ -247,7 +262,7 @@ impl Resolver {
         };
         if records.is_empty() {
             // RFC 5321 §5.1: no MX, the domain is its own mail exchanger.
-            return Ok(vec![domain.to_string()]);
+            return Ok(vec![(0, domain.to_string())]);
         }
         let records: Vec<(u16, String)> = records
             .into_iter()
@@ -285,12 +300,50 @@ impl Resolver {
     }
 }
 
+/// The loops-back-to-myself rule by address (`myself`): an MX address
+/// that is this mx2 drops it and every MX of equal or worse preference, as
+/// Postfix's smtp_find_self does. With nothing left: `5.4.6 mail for D
+/// loops back to myself` when this host is the best MX found, else `4.4.4
+/// unable to find primary relay for D` (better MX hosts had no address).
+fn drop_myself(
+    domain: &str,
+    mut found: Vec<(u16, Candidate)>,
+    best_pref: Option<u16>,
+    me: &Myself,
+) -> Result<Vec<Candidate>, RcptResult> {
+    let best_found = found.first().map(|f| f.0);
+    if let Some(mine) = found
+        .iter()
+        .filter(|(_, c)| me.is(c.addr))
+        .map(|(p, _)| *p)
+        .min()
+    {
+        found.retain(|(p, _)| *p < mine);
+        if found.is_empty() {
+            return Err(if best_pref == best_found {
+                RcptResult::local(
+                    Class::Perm,
+                    "5.4.6",
+                    format!("mail for {domain} loops back to myself"),
+                )
+            } else {
+                RcptResult::local(
+                    Class::Temp,
+                    "4.4.4",
+                    format!("unable to find primary relay for {domain}"),
+                )
+            });
+        }
+    }
+    Ok(found.into_iter().map(|(_, c)| c).collect())
+}
+
 /// Applies preference order, the loops-back-to-myself rule and null MX.
 pub fn select_mx(
     domain: &str,
     mut records: Vec<(u16, String)>,
     myname: &str,
-) -> Result<Vec<String>, RcptResult> {
+) -> Result<Vec<(u16, String)>, RcptResult> {
     if records.len() == 1 && (records[0].1.is_empty() || records[0].1 == ".") {
         return Err(RcptResult::local(
             Class::Perm,
@@ -317,10 +370,10 @@ pub fn select_mx(
             ));
         }
     }
-    let mut hosts: Vec<String> = Vec::new();
-    for (_, n) in records {
-        if !hosts.contains(&n) {
-            hosts.push(n);
+    let mut hosts: Vec<(u16, String)> = Vec::new();
+    for (p, n) in records {
+        if !hosts.iter().any(|(_, h)| *h == n) {
+            hosts.push((p, n));
         }
     }
     Ok(hosts)
@@ -427,7 +480,7 @@ mod tests {
         ];
         assert_eq!(
             select_mx("d.example", recs, "mx2.example").unwrap(),
-            vec!["primary.example"]
+            vec![(5, "primary.example".to_string())]
         );
         let recs = vec![
             (10, "mx2.example".to_string()),
@@ -440,9 +493,51 @@ mod tests {
         let recs = vec![(20, "b.example".to_string()), (10, "a.example".to_string())];
         assert_eq!(
             select_mx("d.example", recs, "mx2.example").unwrap(),
-            vec!["a.example", "b.example"]
+            vec![(10, "a.example".to_string()), (20, "b.example".to_string())]
         );
         let e = select_mx("d.example", vec![(0, String::new())], "mx2.example").unwrap_err();
         assert_eq!(e.dsn, "5.1.10");
+    }
+
+    fn cand(pref: u16, name: &str, addr: &str) -> (u16, Candidate) {
+        let c = Candidate {
+            name: name.into(),
+            addr: addr.parse().unwrap(),
+        };
+        (pref, c)
+    }
+
+    #[test]
+    fn an_mx_address_that_is_this_host_drops_it_and_worse() {
+        let me = Myself::from_listen(&["192.0.2.9:25".into()]);
+        // An alias of this host at preference 10: only the better one stays.
+        let found = vec![
+            cand(5, "primary.example", "192.0.2.1:25"),
+            cand(10, "alias.example", "192.0.2.9:25"),
+            cand(20, "other.example", "192.0.2.3:25"),
+        ];
+        let got = drop_myself("d.example", found, Some(5), &me).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].name, "primary.example");
+        // This host is the best MX: loops back to myself (5.4.6, bounced).
+        let found = vec![
+            cand(10, "alias.example", "192.0.2.9:25"),
+            cand(20, "other.example", "192.0.2.3:25"),
+        ];
+        let e = drop_myself("d.example", found, Some(10), &me).unwrap_err();
+        assert_eq!((e.class, e.dsn.as_str()), (Class::Perm, "5.4.6"));
+        assert_eq!(e.text, "mail for d.example loops back to myself");
+        // A better MX had no address: not a loop, try again later.
+        let found = vec![cand(10, "alias.example", "192.0.2.9:25")];
+        let e = drop_myself("d.example", found, Some(5), &me).unwrap_err();
+        assert_eq!((e.class, e.dsn.as_str()), (Class::Temp, "4.4.4"));
+        // The same address on another port is another service.
+        let found = vec![cand(10, "sink.example", "192.0.2.9:2526")];
+        assert_eq!(
+            drop_myself("d.example", found, Some(10), &me)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }
