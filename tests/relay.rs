@@ -920,6 +920,62 @@ fn an_mx_whose_address_is_this_host_loops_back_to_myself() {
     );
 }
 
+#[test]
+fn tls_verify_checks_the_next_hop_not_a_name_from_dns() {
+    // One CA the daemon trusts (SSL_CERT_FILE); two primaries with valid
+    // certificates from it: one for example.test's MX inside its domain,
+    // one for the forger's own name that a forged MX answer points to.
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, good_cert, good_key) = common::make_ca_cert(certs.path(), &["mx1.example.test"]);
+    let (_, evil_cert, evil_key) = common::make_ca_cert(certs.path(), &["mail.attacker.test"]);
+    let good = Sink::start();
+    good.set_tls(&good_cert, &good_key);
+    let evil = Sink::start();
+    evil.set_tls(&evil_cert, &evil_key);
+    let dns = dns::Dns::start(vec![
+        ("example.test", dns::Rec::Mx(10, "mx1.example.test")),
+        ("mx1.example.test", dns::Rec::A([127, 0, 0, 1])),
+        ("forged.test", dns::Rec::Mx(10, "mail.attacker.test")),
+        ("mail.attacker.test", dns::Rec::A([127, 0, 0, 1])),
+    ]);
+    let map = format!(
+        "example.test smtp:example.test:{}\nforged.test smtp:forged.test:{}\n",
+        good.port, evil.port
+    );
+    let mut d = Daemon::start_with(
+        &map,
+        "",
+        SLOW_RETRY,
+        &format!("tls = \"verify\"\nresolver = \"{}\"\n", dns.addr),
+    );
+    d.kill9();
+    d.env.push(("SSL_CERT_FILE".into(), ca));
+    d.spawn();
+    let mut c = d.client();
+    for rcpt in ["u@example.test", "u@forged.test"] {
+        let r = c.send_mail("s@sender.test", &[rcpt], &message(rcpt));
+        assert!(r.starts_with("250"), "{r}");
+    }
+    // mx1.example.test is inside example.test: verified and delivered.
+    assert!(
+        wait_for(10, || good.count() == 1),
+        "{:?}\n{}",
+        rows(&d),
+        d.log()
+    );
+    assert!(good.txns()[0].tls, "delivered without TLS");
+    // The forged MX's certificate is valid, but not for forged.test.
+    assert!(
+        wait_for(10, || deferred(&d, "u@forged.test")),
+        "{:?}\n{}",
+        rows(&d),
+        d.log()
+    );
+    let reply = row(&d, "u@forged.test").unwrap().3.unwrap_or_default();
+    assert!(reply.contains("certificate"), "{reply}");
+    assert_eq!(evil.count(), 0, "mail went to the forged MX");
+}
+
 /// A tiny authoritative DNS server on loopback UDP for MX tests.
 mod dns {
     use std::net::{SocketAddr, UdpSocket};

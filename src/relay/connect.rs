@@ -15,7 +15,7 @@ use super::client::{Session, SmtpError};
 use super::deliver::session_failure;
 use super::outcome::{Class, RcptResult};
 use super::route::{Candidate, Destination, Resolver};
-use super::tls::{server_name, TlsClient};
+use super::tls::{server_name, verify_name, TlsClient};
 
 /// Everything needed to open sessions.
 pub struct Connector {
@@ -91,7 +91,11 @@ impl Connector {
             return Ok(s);
         }
         let host = s.host.clone();
-        let name = server_name(&c.name, c.addr.ip());
+        let name = if policy == TlsPolicy::Verify {
+            verify_name(&c.name, &c.nexthop, c.addr.ip())
+        } else {
+            server_name(&c.name, c.addr.ip())
+        };
         let (mut s, refused_reply) = match s.starttls(Arc::clone(&config), name).await {
             Ok(v) => v,
             Err(e @ SmtpError::Tls(_)) => {

@@ -142,6 +142,10 @@ pub struct Candidate {
     /// Host name (for logs, `host[ip]`, and TLS), or the address itself.
     pub name: String,
     pub addr: SocketAddr,
+    /// The next hop it was found for: the domain whose MX it is, or the
+    /// transport map's `[host]`. `tls = "verify"` checks the certificate
+    /// against this (a name from DNS alone is not trusted).
+    pub nexthop: String,
 }
 
 /// Resolves destinations with hickory (system resolv.conf, or the
@@ -201,6 +205,7 @@ impl Resolver {
                 return Ok(vec![Candidate {
                     name: ip.to_string(),
                     addr: SocketAddr::new(*ip, hop.port),
+                    nexthop: ip.to_string(),
                 }])
             }
             Host::Name(n) => n.as_str(),
@@ -212,6 +217,7 @@ impl Resolver {
                 .map(|ip| Candidate {
                     name: name.to_string(),
                     addr: SocketAddr::new(ip, hop.port),
+                    nexthop: name.to_string(),
                 })
                 .collect());
         }
@@ -225,6 +231,7 @@ impl Resolver {
                     let c = Candidate {
                         name: host.clone(),
                         addr: SocketAddr::new(ip, hop.port),
+                        nexthop: name.to_string(),
                     };
                     (pref, c)
                 })),
@@ -503,6 +510,7 @@ mod tests {
         let c = Candidate {
             name: name.into(),
             addr: addr.parse().unwrap(),
+            nexthop: "d.example".into(),
         };
         (pref, c)
     }

@@ -7,8 +7,11 @@
 //!   handshake fails, the delivery is retried at once in plain text.
 //! - `required` (Postfix `encrypt`): STARTTLS must be offered and succeed;
 //!   the certificate is not checked.
-//! - `verify` (Postfix `secure`): the chain must verify against the system
-//!   roots and name the host we connected to.
+//! - `verify` (Postfix `secure`, `match=nexthop:dot-nexthop`): the chain
+//!   must verify against the system roots and name the next hop — the
+//!   recipient domain for MX routes, the transport map's `[host]` — or an
+//!   MX host inside that domain (`verify_name`); never just whatever name
+//!   an unauthenticated DNS answer gave.
 //!
 //! Only the `ring` provider is used: two providers in one process make
 //! rustls' default-provider lookups panic.
@@ -123,7 +126,55 @@ impl ServerCertVerifier for NoCertCheck {
     }
 }
 
+/// The name `tls = "verify"` checks a certificate against (Postfix's
+/// `secure` level with `match=nexthop:dot-nexthop`): the next hop (the
+/// recipient domain for MX routes, the transport map's `[host]`), or the
+/// MX host's name when it lies inside the next hop's domain. An MX name
+/// outside it came from DNS without authentication: a forged MX answer
+/// with a valid certificate for the forger's own name must not pass.
+pub fn verify_name(mx: &str, nexthop: &str, ip: std::net::IpAddr) -> ServerName<'static> {
+    let mx = mx.trim_end_matches('.').to_ascii_lowercase();
+    let nexthop = nexthop.trim_end_matches('.').to_ascii_lowercase();
+    let inside = mx == nexthop || mx.ends_with(&format!(".{nexthop}"));
+    server_name(if inside { &mx } else { &nexthop }, ip)
+}
+
 /// The TLS server name for a host we connect to: its name, or its address.
 pub fn server_name(name: &str, ip: std::net::IpAddr) -> ServerName<'static> {
     ServerName::try_from(name.to_string()).unwrap_or_else(|_| ServerName::IpAddress(ip.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dns(n: &ServerName<'_>) -> String {
+        match n {
+            ServerName::DnsName(d) => d.as_ref().to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn verify_names_the_next_hop_or_an_mx_inside_it() {
+        let ip = "192.0.2.1".parse().unwrap();
+        assert_eq!(
+            dns(&verify_name("mx1.example.jp.", "example.jp", ip)),
+            "mx1.example.jp"
+        );
+        assert_eq!(
+            dns(&verify_name("example.jp", "example.jp", ip)),
+            "example.jp"
+        );
+        // An MX outside the domain (DNS said so, unauthenticated): the
+        // certificate must still name example.jp.
+        assert_eq!(
+            dns(&verify_name("mail.attacker.test", "example.jp", ip)),
+            "example.jp"
+        );
+        assert_eq!(
+            dns(&verify_name("notexample.jp", "example.jp", ip)),
+            "example.jp"
+        );
+    }
 }

@@ -36,6 +36,8 @@ pub struct Daemon {
     pub config: PathBuf,
     /// The queue database.
     pub queue: PathBuf,
+    /// Extra environment for the process (applied at the next `spawn`).
+    pub env: Vec<(String, String)>,
 }
 
 pub fn mx2_bin() -> &'static str {
@@ -74,6 +76,7 @@ impl Daemon {
             child: None,
             config,
             queue,
+            env: Vec::new(),
         };
         d.spawn();
         d
@@ -90,6 +93,7 @@ impl Daemon {
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -332,6 +336,7 @@ impl Daemon {
             child: None,
             config,
             queue,
+            env: Vec::new(),
         };
         d.spawn();
         d
@@ -394,6 +399,96 @@ pub fn make_cert(dir: &Path, cn: &str) -> (String, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (cert.display().to_string(), key.display().to_string())
+}
+
+/// A test CA in `dir` (`ca.pem`) and a certificate it signed for `names`
+/// (subjectAltName DNS entries); returns (CA, cert, key) paths. The cert
+/// and key files are named after the first name.
+pub fn make_ca_cert(dir: &Path, names: &[&str]) -> (String, String, String) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    if !dir.join("ca.pem").exists() {
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=mx2 test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+    }
+    let base = names[0];
+    let (key, csr, cert, ext) = (
+        format!("{base}.key"),
+        format!("{base}.csr"),
+        format!("{base}.pem"),
+        format!("{base}.ext"),
+    );
+    let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    std::fs::write(
+        dir.join(&ext),
+        format!(
+            "subjectAltName={}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n",
+            san.join(",")
+        ),
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        &format!("/CN={base}"),
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        &cert,
+        "-extfile",
+        &ext,
+    ]);
+    let p = |f: &str| dir.join(f).display().to_string();
+    (p("ca.pem"), p(&cert), p(&key))
 }
 
 /// A small tmpfs (for disk-full tests; needs root), unmounted on drop.

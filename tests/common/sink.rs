@@ -13,7 +13,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +31,8 @@ pub struct Txn {
     pub rcpts: Vec<String>,
     /// The message, un-dot-stuffed, without the `.` line.
     pub data: Vec<u8>,
+    /// The transaction ran inside TLS (after STARTTLS).
+    pub tls: bool,
 }
 
 impl Txn {
@@ -52,6 +54,8 @@ struct Config {
     broken_starttls: bool,
     dsn: bool,
     pipelining: bool,
+    /// Real STARTTLS with this server config (`set_tls`).
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 struct Inner {
@@ -99,6 +103,7 @@ impl Sink {
                 broken_starttls: false,
                 dsn: true,
                 pipelining: true,
+                tls: None,
             }),
             txns: Mutex::new(Vec::new()),
             streams: Mutex::new(Vec::new()),
@@ -179,6 +184,26 @@ impl Sink {
     /// Advertise STARTTLS, and fail every handshake.
     pub fn set_broken_starttls(&self, on: bool) {
         self.inner.cfg.lock().unwrap().broken_starttls = on;
+    }
+
+    /// Offer STARTTLS and really do it, with this certificate chain and
+    /// key (PEM files).
+    pub fn set_tls(&self, cert: &str, key: &str) {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .expect("cert file")
+            .map(|c| c.expect("cert"))
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(key).expect("key file");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config");
+        self.inner.cfg.lock().unwrap().tls = Some(Arc::new(cfg));
     }
 
     /// Advertise DSN (default on).
@@ -286,11 +311,20 @@ fn address(arg: &str) -> String {
     }
 }
 
+/// A session's byte stream: the TCP connection, or TLS over it.
+trait Io: Read + Write + Send {}
+impl<T: Read + Write + Send> Io for T {}
+
+fn send(r: &mut BufReader<Box<dyn Io>>, bytes: &[u8]) -> std::io::Result<()> {
+    r.get_mut().write_all(bytes)?;
+    r.get_mut().flush()
+}
+
 fn session(inner: &Inner, stream: TcpStream) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut out = stream.try_clone()?;
-    let mut r = BufReader::new(stream);
-    out.write_all(b"220 sink.test ESMTP test sink\r\n")?;
+    let mut r: BufReader<Box<dyn Io>> = BufReader::new(Box::new(stream));
+    let mut tls = false;
+    send(&mut r, b"220 sink.test ESMTP test sink\r\n")?;
     let mut txn = Txn::default();
     let mut line = Vec::new();
     loop {
@@ -310,7 +344,7 @@ fn session(inner: &Inner, stream: TcpStream) -> std::io::Result<()> {
             if cfg.dsn {
                 caps.push("DSN");
             }
-            if cfg.broken_starttls {
+            if cfg.broken_starttls || (cfg.tls.is_some() && !tls) {
                 caps.push("STARTTLS");
             }
             caps.extend(["SMTPUTF8", "ENHANCEDSTATUSCODES"]);
@@ -319,22 +353,33 @@ fn session(inner: &Inner, stream: TcpStream) -> std::io::Result<()> {
                 let sep = if i + 1 == caps.len() { ' ' } else { '-' };
                 reply.push_str(&format!("250{sep}{c}\r\n"));
             }
-            out.write_all(reply.as_bytes())?;
+            send(&mut r, reply.as_bytes())?;
         } else if upper.starts_with("HELO") {
-            out.write_all(b"250 sink.test\r\n")?;
+            send(&mut r, b"250 sink.test\r\n")?;
+        } else if upper == "STARTTLS" && !tls && !cfg.broken_starttls && cfg.tls.is_some() {
+            send(&mut r, b"220 2.0.0 Ready to start TLS\r\n")?;
+            let Some(server) = cfg.tls.clone() else {
+                return Ok(());
+            };
+            // Plaintext pipelined behind STARTTLS is dropped with the buffer.
+            let plain = r.into_inner();
+            let conn = rustls::ServerConnection::new(server).map_err(std::io::Error::other)?;
+            r = BufReader::new(Box::new(rustls::StreamOwned::new(conn, plain)));
+            tls = true;
+            txn = Txn::default();
         } else if upper == "STARTTLS" {
-            out.write_all(b"220 2.0.0 Ready to start TLS\r\n")?;
+            send(&mut r, b"220 2.0.0 Ready to start TLS\r\n")?;
             // Read the ClientHello, answer nonsense, hang up: a failed handshake.
             let mut junk = [0u8; 512];
             let _ = std::io::Read::read(&mut r, &mut junk);
-            let _ = out.write_all(b"this is not TLS\r\n");
+            let _ = send(&mut r, b"this is not TLS\r\n");
             return Ok(());
         } else if upper.starts_with("MAIL FROM:") {
             txn = Txn {
                 mail_from: text[10..].trim().to_string(),
                 ..Txn::default()
             };
-            out.write_all(b"250 2.1.0 Ok\r\n")?;
+            send(&mut r, b"250 2.1.0 Ok\r\n")?;
         } else if upper.starts_with("RCPT TO:") {
             let arg = text[8..].trim().to_string();
             let addr = address(&arg);
@@ -347,17 +392,18 @@ fn session(inner: &Inner, stream: TcpStream) -> std::io::Result<()> {
             if reply.starts_with('2') {
                 txn.rcpts.push(addr);
             }
-            out.write_all(format!("{reply}\r\n").as_bytes())?;
+            send(&mut r, format!("{reply}\r\n").as_bytes())?;
         } else if upper == "DATA" {
             if txn.rcpts.is_empty() {
-                out.write_all(b"554 5.5.1 Error: no valid recipients\r\n")?;
+                send(&mut r, b"554 5.5.1 Error: no valid recipients\r\n")?;
                 continue;
             }
-            out.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
+            send(&mut r, b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
             let Some(data) = read_data(&mut r)? else {
                 return Ok(());
             };
             txn.data = data;
+            txn.tls = tls;
             inner.txns.lock().unwrap().push(std::mem::take(&mut txn));
             if cfg.stall_after_data {
                 wait_while(inner, |c| c.stall_after_data);
@@ -370,17 +416,17 @@ fn session(inner: &Inner, stream: TcpStream) -> std::io::Result<()> {
             let reply = cfg
                 .data_reply
                 .unwrap_or_else(|| format!("250 2.0.0 Ok: queued as SINK{n}"));
-            out.write_all(format!("{reply}\r\n").as_bytes())?;
+            send(&mut r, format!("{reply}\r\n").as_bytes())?;
         } else if upper == "RSET" {
             txn = Txn::default();
-            out.write_all(b"250 2.0.0 Ok\r\n")?;
+            send(&mut r, b"250 2.0.0 Ok\r\n")?;
         } else if upper == "NOOP" {
-            out.write_all(b"250 2.0.0 Ok\r\n")?;
+            send(&mut r, b"250 2.0.0 Ok\r\n")?;
         } else if upper == "QUIT" {
-            out.write_all(b"221 2.0.0 Bye\r\n")?;
+            send(&mut r, b"221 2.0.0 Bye\r\n")?;
             return Ok(());
         } else {
-            out.write_all(b"502 5.5.2 Error: command not recognized\r\n")?;
+            send(&mut r, b"502 5.5.2 Error: command not recognized\r\n")?;
         }
     }
 }
