@@ -19,7 +19,7 @@ pub fn flush(conn: &Connection, domain: Option<&str>, ids: &[String]) -> Result<
     let mut args: Vec<String> = Vec::new();
     if let Some(d) = domain {
         sql.push_str(" AND domain = ?");
-        args.push(d.trim_end_matches('.').to_ascii_lowercase());
+        args.push(crate::domain::canonical_or_lower(d));
     }
     if !ids.is_empty() {
         sql.push_str(" AND msg_id IN (");
@@ -94,7 +94,7 @@ pub fn list(conn: &Connection, f: &Filter) -> Result<Vec<MessageRow>> {
     let domain = f
         .domain
         .as_ref()
-        .map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+        .map(|d| crate::domain::canonical_or_lower(d));
     for row in rows {
         let mut m = row?;
         if f.held_only && !m.held {
@@ -185,7 +185,7 @@ pub struct DomainDeleted {
 /// Removes one domain's recipients and every message left with none, in
 /// one transaction (so the leased rows reported are exactly those removed).
 pub fn delete_domain(conn: &Connection, domain: &str) -> Result<DomainDeleted> {
-    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    let d = crate::domain::canonical_or_lower(domain);
     let tx = conn.unchecked_transaction()?;
     let leased: Vec<(String, i64)> = tx
         .prepare("SELECT msg_id, idx FROM recipients WHERE domain = ?1 AND status = 'active'")?

@@ -70,10 +70,13 @@ impl NewMessage {
     }
 }
 
-/// The lower-cased domain of an address (`user@Example.JP` → `example.jp`).
+/// The domain of an address in its canonical form (`crate::domain`):
+/// `user@Example.JP` and `user@ｅｘａｍｐｌｅ．ｊｐ` → `example.jp`,
+/// `user@例え.jp` → `xn--r8jz45g.jp`. The `domain` column routes, flushes
+/// (ETRN) and counts by it.
 pub fn domain_of(address: &str) -> String {
     address
         .rsplit_once('@')
-        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        .map(|(_, d)| crate::domain::canonical_or_lower(d))
         .unwrap_or_default()
 }

@@ -15,11 +15,24 @@ pub struct Cached {
     pub checked_at: i64,
 }
 
+/// The cache key of an address: the local part lower-cased, the domain in
+/// its canonical form, so every spelling of one mailbox shares an answer.
+pub fn key(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => format!(
+            "{}@{}",
+            local.to_lowercase(),
+            crate::domain::canonical_or_lower(domain)
+        ),
+        None => address.to_lowercase(),
+    }
+}
+
 pub fn get(conn: &Connection, address: &str) -> Result<Option<Cached>> {
     Ok(conn
         .query_row(
             "SELECT verdict, reply, checked_at FROM recipient_cache WHERE address = ?1",
-            [address.to_lowercase()],
+            [key(address)],
             |r| {
                 Ok(Cached {
                     valid: r.get::<_, String>(0)? == "ok",
@@ -37,7 +50,7 @@ pub fn put(conn: &Connection, address: &str, c: &Cached) -> Result<()> {
          ON CONFLICT(address) DO UPDATE SET verdict = excluded.verdict, reply = excluded.reply,
                                             checked_at = excluded.checked_at",
         params![
-            address.to_lowercase(),
+            key(address),
             if c.valid { "ok" } else { "unknown" },
             c.reply,
             c.checked_at

@@ -3,7 +3,9 @@
 //! One address per line, `@domain` for "any address in this domain", `#`
 //! comments. Postfix's `relay_recipient_maps` source format (`user@domain
 //! anything`) works too, so admins can reuse theirs: only the first column
-//! counts. Lookups are case-insensitive, as Postfix's tables are.
+//! counts. Lookups are case-insensitive, as Postfix's tables are, and
+//! domains are compared in their canonical form (`crate::domain`), so a
+//! U-label line matches the A-label spelling and the other way round.
 
 use std::collections::{HashMap, HashSet};
 
@@ -57,7 +59,9 @@ impl RecipientList {
                 ));
                 continue;
             };
-            let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+            // The one form RCPT's domain is compared in: U-labels and
+            // A-labels, any case, match alike.
+            let domain = crate::domain::canonical(domain).unwrap_or_default();
             if domain.is_empty()
                 || domain.contains(['@', ' ', '['])
                 || !domain.contains('.') && domain != "localhost"
@@ -84,10 +88,7 @@ impl RecipientList {
     }
 
     pub fn check(&self, local: &str, domain: &str) -> ListVerdict {
-        let Some(e) = self
-            .domains
-            .get(&domain.trim_end_matches('.').to_ascii_lowercase())
-        else {
+        let Some(e) = self.domains.get(&crate::domain::canonical_or_lower(domain)) else {
             return ListVerdict::NoEntries;
         };
         if let Some(line) = e.users.get(&local.to_lowercase()) {
@@ -114,6 +115,21 @@ mod tests {
         assert_eq!(l.check("mallory", "example.jp"), ListVerdict::Unknown);
         assert_eq!(l.check("anyone", "example.net"), ListVerdict::Listed(5));
         assert_eq!(l.check("x", "example.org"), ListVerdict::NoEntries);
+    }
+
+    #[test]
+    fn every_spelling_of_a_domain_matches() {
+        let l = RecipientList::parse("valid@example.jp\nu@例え.jp\n", "rr").unwrap();
+        assert_eq!(
+            l.check("nosuch", "ｅｘａｍｐｌｅ．ｊｐ"),
+            ListVerdict::Unknown
+        );
+        assert_eq!(
+            l.check("valid", "ＥＸＡＭＰＬＥ.jp"),
+            ListVerdict::Listed(1)
+        );
+        assert_eq!(l.check("u", "xn--r8jz45g.jp"), ListVerdict::Listed(2));
+        assert!(RecipientList::parse("u@exa\u{AD}mple.jp\n", "rr").is_err());
     }
 
     #[test]

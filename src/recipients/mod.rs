@@ -300,7 +300,7 @@ impl Verifier {
 
     /// One callout per address at a time; late askers wait for its answer.
     async fn coalesced(&self, connector: &Connector, domain: &str, address: &str) -> Answer {
-        let key = address.to_lowercase();
+        let key = cache::key(address);
         // Either join a callout under way, or register ours (lock not held across awaits).
         let joined = match self.inflight.lock() {
             Ok(mut map) => match map.get(&key) {

@@ -24,6 +24,7 @@ mod deliver;
 #[cfg(test)]
 mod deliver_tests;
 mod dest;
+pub(crate) mod internal;
 mod job;
 pub(crate) mod myself;
 pub(crate) mod outcome;

@@ -51,6 +51,9 @@ pub struct Hop {
     /// `host` is the recipient's own domain (empty nexthop in the table, or
     /// no table entry for a bounce): DNS "no such domain" is then final.
     pub implicit: bool,
+    /// Mail mx2 made, to a place the transport map does not name: internal
+    /// addresses are skipped (`internal::screen`).
+    pub public_only: bool,
 }
 
 /// A destination: the ordered next hops for a set of domains.
@@ -67,16 +70,13 @@ pub struct Destination {
 pub fn destination(map: &TransportMap, domain: &str, origin: &str) -> Result<Destination, String> {
     let bounce = origin == "bounce";
     if bounce {
-        if let Some(ip) = domain
-            .strip_prefix('[')
-            .and_then(|d| d.strip_suffix(']'))
-            .and_then(|d| d.strip_prefix("ipv6:").unwrap_or(d).parse::<IpAddr>().ok())
-        {
+        if let Some(ip) = crate::domain::literal_ip(domain) {
             return Ok(make(vec![Hop {
                 host: Host::Ip(ip),
                 port: SMTP_PORT,
                 mx: false,
                 implicit: true,
+                public_only: !super::internal::named_in_map(map, ip),
             }]));
         }
     }
@@ -94,10 +94,11 @@ pub fn destination(map: &TransportMap, domain: &str, origin: &str) -> Result<Des
                 port: h.port.unwrap_or(SMTP_PORT),
                 mx: h.mx_lookup,
                 implicit: false,
+                public_only: false,
             })
             .collect(),
-        Some(_) => vec![own_domain(domain)],
-        None if bounce => vec![own_domain(domain)],
+        Some(_) => vec![own_domain(domain, bounce)],
+        None if bounce => vec![own_domain(domain, bounce)],
         None => {
             return Err(format!(
                 "no transport map entry for domain {domain} (it is no longer relayed)"
@@ -107,12 +108,13 @@ pub fn destination(map: &TransportMap, domain: &str, origin: &str) -> Result<Des
     Ok(make(hops))
 }
 
-fn own_domain(domain: &str) -> Hop {
+fn own_domain(domain: &str, bounce: bool) -> Hop {
     Hop {
         host: Host::Name(domain.to_string()),
         port: SMTP_PORT,
         mx: true,
         implicit: true,
+        public_only: bounce,
     }
 }
 
@@ -178,7 +180,11 @@ impl Resolver {
         let mut temp: Option<RcptResult> = None;
         let mut perm: Option<RcptResult> = None;
         for hop in &dest.hops {
-            match self.hop(hop).await {
+            match self
+                .hop(hop)
+                .await
+                .and_then(|l| super::internal::screen(hop, l))
+            {
                 Ok(list) => {
                     for c in list {
                         if out.len() < MAX_CANDIDATES && !out.iter().any(|o| o.addr == c.addr) {

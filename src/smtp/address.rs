@@ -7,6 +7,8 @@
 //! Source routes (`@a,@b:user@domain`) are judged by their final address,
 //! as RFC 5321 §3.6.1 says.
 
+use crate::domain::{self, DomainError};
+
 /// An envelope address split into its parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Address {
@@ -14,9 +16,12 @@ pub struct Address {
     pub local: String,
     /// Whether the local part was a quoted string.
     pub quoted: bool,
-    /// The domain, lower-cased, without a trailing dot (ASCII case only; IDN kept as sent).
+    /// The domain in its one canonical form (`crate::domain::canonical`:
+    /// lower-case A-labels, no trailing dot), for every decision.
     pub domain: String,
-    /// `local@domain` as it will be stored and relayed.
+    /// `local@domain` as it will be stored and relayed: the domain as the
+    /// client spelt it (U-labels kept), only without the trailing dot and
+    /// with ASCII letters lower-cased.
     pub canonical: String,
 }
 
@@ -27,6 +32,9 @@ pub enum AddressError {
     Syntax(&'static str),
     /// Routing in the local part: `550 5.7.1`.
     Routing,
+    /// A domain with no canonical form (invisible or disallowed characters,
+    /// bad label syntax): `553 5.1.3` (`5.1.7` for the sender).
+    Domain(DomainError),
 }
 
 /// Parses a path's content (between `<` and `>`), dropping any source route.
@@ -58,15 +66,18 @@ pub fn parse(path: &str) -> Result<Address, AddressError> {
         }
         local_raw.to_string()
     };
-    let domain = domain.trim_end_matches('.');
     if domain.is_empty() || domain.bytes().any(|b| b <= 0x20 || b == 0x7f || b == b'@') {
         return Err(AddressError::Syntax("Bad address syntax"));
     }
-    let domain = domain.to_ascii_lowercase();
+    let given = domain
+        .strip_suffix('.')
+        .unwrap_or(domain)
+        .to_ascii_lowercase();
+    let domain = domain::canonical(domain).map_err(AddressError::Domain)?;
     let canonical = if quoted {
-        format!("{local_raw}@{domain}")
+        format!("{local_raw}@{given}")
     } else {
-        format!("{local}@{domain}")
+        format!("{local}@{given}")
     };
     Ok(Address {
         local,
@@ -159,6 +170,24 @@ mod tests {
         let ok = parse("\"john smith\"@example.jp").unwrap();
         assert_eq!(check_routing(&ok), Ok(()));
         assert_eq!(ok.canonical, "\"john smith\"@example.jp");
+    }
+
+    #[test]
+    fn one_domain_form_for_decisions_the_given_one_relayed() {
+        let a = parse("Bob@ｅｘａｍｐｌｅ．ｊｐ").unwrap();
+        assert_eq!(a.domain, "example.jp");
+        assert_eq!(a.canonical, "Bob@ｅｘａｍｐｌｅ．ｊｐ");
+        let a = parse("u@例え.JP.").unwrap();
+        assert_eq!(a.domain, "xn--r8jz45g.jp");
+        assert_eq!(a.canonical, "u@例え.jp");
+        for p in [
+            "u@example.jp\u{200B}",
+            "u@exa\u{AD}mple.jp",
+            "u@example..jp",
+            "u@a.jp..",
+        ] {
+            assert!(matches!(parse(p), Err(AddressError::Domain(_))), "{p:?}");
+        }
     }
 
     #[test]

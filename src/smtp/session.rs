@@ -17,6 +17,7 @@ use super::conn::{Conn, Line, Stream};
 use super::data::DataReader;
 use super::received;
 use super::Shared;
+use crate::domain;
 use crate::pipeline::{self, Disposition, Envelope};
 use crate::queue::{self, MailParams, NewRecipient};
 
@@ -262,17 +263,31 @@ impl Session {
         let sender = if path.is_empty() {
             String::new()
         } else {
-            match address::parse(path) {
-                Ok(a) => {
-                    if !a.canonical.is_ascii() && !p.smtputf8 {
-                        return conn
-                            .reply("553 5.6.7 Must declare SMTPUTF8 to send unicode address");
-                    }
-                    a.canonical
-                }
+            if !path.is_ascii() && !p.smtputf8 {
+                return conn.reply("553 5.6.7 Must declare SMTPUTF8 to send unicode address");
+            }
+            let refused = match address::parse(path) {
+                Ok(a) => match self.sender_refused(&a) {
+                    None => Ok(a.canonical),
+                    Some(why) => Err((a.canonical, why)),
+                },
+                Err(AddressError::Domain(e)) => Err((domain::visible(path), e.to_string())),
                 Err(_) => {
                     self.error();
                     return conn.reply("501 5.1.7 Bad sender address syntax");
+                }
+            };
+            match refused {
+                Ok(sender) => sender,
+                Err((shown, why)) => {
+                    self.error();
+                    tracing::info!(
+                        "reject: MAIL from [{}]: <{shown}>: Sender address rejected: {why}",
+                        self.peer.ip()
+                    );
+                    return conn.reply(&format!(
+                        "553 5.1.7 <{shown}>: Sender address rejected: {why}"
+                    ));
                 }
             }
         };
@@ -285,6 +300,21 @@ impl Session {
         conn.reply("250 2.1.0 Ok");
     }
 
+    /// Why a sender is refused (`553 5.1.7`), if it is: a bounce to it
+    /// would go where the local part or an address literal says, not where
+    /// its domain's MX does (see `relay::internal`). A literal the
+    /// transport map routes to is the admin's own host and is accepted.
+    fn sender_refused(&self, a: &address::Address) -> Option<String> {
+        if address::check_routing(a).is_err() {
+            return Some("routing in the local part is not allowed".into());
+        }
+        let ip = domain::literal_ip(&a.domain)?;
+        if crate::relay::internal::named_in_map(&self.shared.tables.transport(), ip) {
+            return None;
+        }
+        Some("address literals are not accepted as sender".into())
+    }
+
     async fn rcpt(&mut self, conn: &mut Conn, path: &str, params: &[Param]) {
         let max = self.shared.cfg.smtp.max_recipients;
         let Some(txn) = self.txn.as_mut() else {
@@ -295,16 +325,28 @@ impl Session {
         if txn.rcpts.len() >= max {
             return conn.reply("452 4.5.3 Error: too many recipients");
         }
+        if !path.is_ascii() && !txn.params.smtputf8 {
+            return conn.reply("553 5.6.7 Must declare SMTPUTF8 to send unicode address");
+        }
         let addr = match address::parse(path) {
             Ok(a) => a,
+            Err(AddressError::Domain(e)) => {
+                self.errors += 1;
+                let shown = domain::visible(path);
+                tracing::info!(
+                    "reject: RCPT from [{}]: <{shown}>: {e}; from=<{}>",
+                    self.peer.ip(),
+                    txn.sender
+                );
+                return conn.reply(&format!(
+                    "553 5.1.3 <{shown}>: Recipient address rejected: {e}"
+                ));
+            }
             Err(_) => {
                 self.errors += 1;
                 return conn.reply("501 5.1.3 Bad recipient address syntax");
             }
         };
-        if !addr.canonical.is_ascii() && !txn.params.smtputf8 {
-            return conn.reply("553 5.6.7 Must declare SMTPUTF8 to send unicode address");
-        }
         let shown = &addr.canonical;
         if let Err(AddressError::Routing) = address::check_routing(&addr) {
             self.errors += 1;
