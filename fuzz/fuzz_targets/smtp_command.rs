@@ -5,8 +5,9 @@
 //! - `command::parse` is deterministic; parameter keys are non-empty,
 //!   upper-case `[A-Z0-9-]`.
 //! - For MAIL/RCPT paths `address::parse` accepts: the domain is
-//!   non-empty, lower-case ASCII-wise, without a trailing dot, spaces,
-//!   controls or `@`; the canonical form (what is stored and relayed) holds
+//!   non-empty ASCII (A-labels), lower-case, without a trailing dot, spaces,
+//!   controls or `@`, and is the canonical form (`mx2::domain`) of the
+//!   domain in the stored address; the stored form (what is relayed) holds
 //!   no ASCII control character (nothing can break a relayed command
 //!   line); a local part carrying `%`, `!` or `@` is refused by
 //!   `check_routing` (relay control), and any other address with a valid
@@ -35,7 +36,13 @@ fn check_path(path: &str) {
         !a.domain.bytes().any(|b| b.is_ascii_uppercase()),
         "{path:?}"
     );
-    assert!(a.canonical.ends_with(&format!("@{}", a.domain)), "{path:?}");
+    assert!(a.domain.is_ascii(), "{path:?}");
+    let given = a.canonical.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    assert_eq!(
+        mx2::domain::canonical(given).as_deref(),
+        Ok(a.domain.as_str()),
+        "{path:?}"
+    );
     assert!(
         !a.canonical.bytes().any(|b| b < 0x20 || b == 0x7f),
         "control character in an accepted address: {path:?} -> {:?}",

@@ -58,3 +58,20 @@ pub fn put(conn: &Connection, address: &str, c: &Cached) -> Result<()> {
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_key_for_every_spelling_of_a_mailbox() {
+        for a in [
+            "mallory@xn--r8jz45g.jp",
+            "Mallory@例え.jp",
+            "MALLORY@XN--R8JZ45G.JP.",
+        ] {
+            assert_eq!(key(a), "mallory@xn--r8jz45g.jp", "{a}");
+        }
+        assert_eq!(key("u@ｅｘａｍｐｌｅ．ｊｐ"), "u@example.jp");
+    }
+}

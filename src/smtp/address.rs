@@ -6,6 +6,12 @@
 //! behind it, may route on those. Such recipients are refused outright.
 //! Source routes (`@a,@b:user@domain`) are judged by their final address,
 //! as RFC 5321 §3.6.1 says.
+//!
+//! The domain is judged in its canonical form (`crate::domain`), so relay
+//! control and the recipient list can never see two spellings of one
+//! domain differently; a domain that has none (invisible or disallowed
+//! characters, bad labels) is refused. The address itself is kept as the
+//! client spelt it: the primary gets what the sender wrote.
 
 use crate::domain::{self, DomainError};
 
