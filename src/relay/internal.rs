@@ -160,6 +160,7 @@ mod tests {
         let c = |name: &str, ip: &str| Candidate {
             name: name.into(),
             addr: std::net::SocketAddr::new(ip.parse().unwrap(), 25),
+            nexthop: "evil.test".into(),
         };
         let mut hop = Hop {
             host: Host::Name("evil.test".into()),
