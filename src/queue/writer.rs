@@ -182,7 +182,7 @@ mod tests {
     async fn every_answer_matches_the_disk_when_it_fills_up() {
         let dir = tempfile::tempdir().unwrap();
         let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
             .arg(dir.path())
             .output()
             .expect("mount");
@@ -203,8 +203,9 @@ mod tests {
         let mut ok = HashSet::new();
         let mut failed = 0;
         // Rounds of 24 concurrent inserts of 60-260 KB (a batch spills
-        // pages before its commit) until the disk has refused many.
-        for round in 0..40u32 {
+        // pages before its commit) until the disk has refused many. 8 MB
+        // holds a few rounds even when one batch takes a whole round.
+        for round in 0..80u32 {
             let mut tasks = Vec::new();
             for i in 0..24u32 {
                 let q = q.clone();

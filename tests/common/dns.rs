@@ -1,6 +1,5 @@
-//! A tiny authoritative DNS server on loopback UDP for MX tests (the same
-//! as the one in tests/relay.rs, shared by the tests that include it with
-//! `#[path = "common/dns.rs"] mod dns;`).
+//! A tiny authoritative DNS server on loopback UDP for MX tests, shared by
+//! the tests that include it with `#[path = "common/dns.rs"] mod dns;`.
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, UdpSocket};
