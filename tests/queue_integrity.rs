@@ -74,6 +74,42 @@ fn dsns(sink: &Sink) -> Vec<Txn> {
         .collect()
 }
 
+/// A daemon relaying `domains` (and sender.test) to `sink` over one
+/// connection at a time, with the sink holding its answer to the final dot.
+fn one_connection(sink: &Sink, domains: &[&str]) -> Daemon {
+    sink.set_hold(true);
+    Daemon::start_with(
+        &routes(sink, domains),
+        "",
+        "",
+        "destination_concurrency = 1\n",
+    )
+}
+
+/// Sends one message to `NAME@example.jp` per name, in one session.
+fn send_each(d: &Daemon, names: &[&str]) {
+    let mut c = d.client();
+    for who in names {
+        let r = c.send_mail(
+            "s@sender.test",
+            &[&format!("{who}@example.jp")],
+            &message(who),
+        );
+        assert!(r.starts_with("250"), "{r}");
+    }
+}
+
+/// Waits until the first message is at the primary (its answer held) and
+/// every queued recipient is leased.
+fn wait_leased(d: &Daemon, sink: &Sink) {
+    assert!(wait_for(10, || sink.count() == 1), "{}", d.log());
+    assert!(
+        wait_for(10, || rows(d).iter().all(|r| r.1 == "active")),
+        "{:?}",
+        rows(d)
+    );
+}
+
 #[test]
 fn a_second_daemon_on_a_live_queue_changes_nothing() {
     let sink = Sink::start();
@@ -147,30 +183,11 @@ fn a_second_daemon_on_a_live_queue_changes_nothing() {
 #[test]
 fn hold_of_a_leased_message_keeps_it_until_release() {
     let sink = Sink::start();
-    sink.set_hold(true);
-    let d = Daemon::start_with(
-        &routes(&sink, &["example.jp"]),
-        "",
-        "",
-        "destination_concurrency = 1\n",
-    );
-    let mut c = d.client();
-    for who in ["a", "b", "c"] {
-        let r = c.send_mail(
-            "s@sender.test",
-            &[&format!("{who}@example.jp")],
-            &message(who),
-        );
-        assert!(r.starts_with("250"), "{r}");
-    }
-    // a waits for its reply at the primary; b and c wait, leased (with
-    // their bytes), for the one connection.
-    assert!(wait_for(10, || sink.count() == 1), "{}", d.log());
-    assert!(
-        wait_for(10, || rows(&d).iter().all(|r| r.1 == "active")),
-        "{:?}",
-        rows(&d)
-    );
+    let d = one_connection(&sink, &["example.jp"]);
+    // a waits for its reply at the primary; b rides on the same session
+    // (pipelined); c waits, leased with its bytes, for the connection.
+    send_each(&d, &["a", "b", "c"]);
+    wait_leased(&d, &sink);
     let (a, c_id) = (id_of(&d, "a@example.jp"), id_of(&d, "c@example.jp"));
     let (code, out, err) = d.cli(&["queue", "hold", &c_id, &a]);
     assert_eq!(code, 0, "{out}{err}");
@@ -221,37 +238,18 @@ fn hold_of_a_leased_message_keeps_it_until_release() {
 fn delete_domain_of_a_leased_recipient_is_never_delivered_nor_bounced() {
     let sink = Sink::start();
     sink.set_rcpt_reply("v@victim.example", Some("550 5.1.1 No such user"));
-    sink.set_hold(true);
-    let d = Daemon::start_with(
-        &routes(&sink, &["example.jp", "victim.example", "keep.example"]),
-        "",
-        "",
-        "destination_concurrency = 1\n",
-    );
-    let mut c = d.client();
+    let d = one_connection(&sink, &["example.jp", "victim.example", "keep.example"]);
     // first waits for its reply at the primary; second rides on the same
     // session (PIPELINING: its commands follow first's content); the third
     // waits, leased with its bytes, for the connection.
-    for who in ["first", "second"] {
-        let r = c.send_mail(
-            "s@sender.test",
-            &[&format!("{who}@example.jp")],
-            &message(who),
-        );
-        assert!(r.starts_with("250"), "{r}");
-    }
-    let r = c.send_mail(
+    send_each(&d, &["first", "second"]);
+    let r = d.client().send_mail(
         "s@sender.test",
         &["v@victim.example", "k@keep.example"],
-        &message("second"),
+        &message("third"),
     );
     assert!(r.starts_with("250"), "{r}");
-    assert!(wait_for(10, || sink.count() == 1), "{}", d.log());
-    assert!(
-        wait_for(10, || rows(&d).iter().all(|r| r.1 == "active")),
-        "{:?}",
-        rows(&d)
-    );
+    wait_leased(&d, &sink);
     let (code, out, err) = d.cli(&["queue", "delete", "--domain", "victim.example"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -287,24 +285,9 @@ fn delete_domain_of_a_leased_recipient_is_never_delivered_nor_bounced() {
 #[test]
 fn a_stop_waits_for_a_slow_delivery_and_nothing_is_sent_twice() {
     let sink = Sink::start();
-    sink.set_hold(true);
-    let mut d = Daemon::start_with(
-        &routes(&sink, &["example.jp"]),
-        "",
-        "",
-        "destination_concurrency = 1\n",
-    );
-    let mut c = d.client();
-    for who in ["slow", "next1", "next2"] {
-        let r = c.send_mail(
-            "s@sender.test",
-            &[&format!("{who}@example.jp")],
-            &message(who),
-        );
-        assert!(r.starts_with("250"), "{r}");
-    }
-    drop(c);
-    assert!(wait_for(10, || sink.count() == 1), "{}", d.log());
+    let mut d = one_connection(&sink, &["example.jp"]);
+    send_each(&d, &["slow", "next1", "next2"]);
+    wait_leased(&d, &sink);
     // The primary takes 12 s to answer: longer than the old fixed 10 s
     // wait, well within the default stop_timeout (30 s).
     let code = std::thread::scope(|s| {
