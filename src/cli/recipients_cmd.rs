@@ -41,7 +41,7 @@ pub fn run(cmd: &Command, cfg: Config) -> Result<i32> {
     let word = match out.decision {
         Decision::Accept => "accept",
         Decision::Reject => "reject",
-        Decision::TempFail => "tempfail",
+        Decision::TempFail | Decision::InProgress => "tempfail",
     };
     println!("{}: {word} ({})", a.canonical, out.source);
     Ok(if out.decision == Decision::Accept {

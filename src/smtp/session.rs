@@ -248,9 +248,9 @@ impl Session {
                     p.ret = Some(r.to_ascii_uppercase())
                 }
                 ("RET", _) => return conn.reply("501 5.5.4 Bad RET parameter"),
-                ("ENVID", Some(e)) => match command::xtext_decode(e) {
-                    Some(d) if d.len() <= 100 => p.envid = Some(d),
-                    _ => return conn.reply("501 5.5.4 Bad ENVID parameter"),
+                ("ENVID", Some(e)) => match command::parse_envid(e) {
+                    Some(d) => p.envid = Some(d),
+                    None => return conn.reply("501 5.5.4 Bad ENVID parameter"),
                 },
                 ("AUTH", Some(_)) => {}
                 (k, _) => {
@@ -355,10 +355,7 @@ impl Session {
                     Some(n) => r.notify = Some(n),
                     None => return conn.reply("501 5.5.4 Bad NOTIFY parameter"),
                 },
-                ("ORCPT", Some(v)) => match v
-                    .split_once(';')
-                    .and_then(|(t, a)| command::xtext_decode(a).map(|a| format!("{t};{a}")))
-                {
+                ("ORCPT", Some(v)) => match command::parse_orcpt(v) {
                     Some(o) => r.orcpt = Some(o),
                     None => return conn.reply("501 5.5.4 Bad ORCPT parameter"),
                 },
