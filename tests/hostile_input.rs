@@ -35,3 +35,25 @@ fn orcpt_with_control_characters_is_refused() {
     let r = c.cmd("MAIL FROM:<a@b.example> ENVID=a+0D+0Ab");
     assert!(r.starts_with("501 5.5.4"), "{r}");
 }
+
+/// Regression: ETRN had no rate limit; a client looping on it made the
+/// relay rescan and retry a domain's queue without pause. Now one per
+/// client every 10 s, whichever connection it comes on.
+#[test]
+fn etrn_at_most_once_per_client_per_10s() {
+    let d = Daemon::start(MAP, "", "");
+    let mut c = d.client();
+    c.cmd("EHLO client.test");
+    let r = c.cmd("ETRN example.jp");
+    assert!(r.starts_with("250"), "{r}");
+    let r = c.cmd("ETRN example.jp");
+    assert!(r.starts_with("458 4.7.1"), "{r}");
+    let mut c2 = d.client();
+    c2.cmd("EHLO client.test");
+    let r = c2.cmd("ETRN example.jp");
+    assert!(
+        r.starts_with("458 4.7.1"),
+        "a new connection is the same client: {r}"
+    );
+    assert!(d.log().contains("too many ETRN requests"), "{}", d.log());
+}

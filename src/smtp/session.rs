@@ -486,6 +486,22 @@ impl Session {
         if !self.shared.tables.transport().is_relay_domain(&d) {
             return conn.reply(&format!("459 4.7.1 <{d}>: service unavailable"));
         }
+        // One ETRN per client every 10 s (RFC 1985's 458: "unable to queue
+        // messages", temporary; 459 would say the node is not allowed).
+        let key = super::limits::client_key(self.peer.ip(), self.shared.cfg.smtp.ipv6_prefix);
+        let allowed = self
+            .shared
+            .etrn
+            .lock()
+            .map(|mut g| g.allow(key, std::time::Instant::now()))
+            .unwrap_or(false);
+        if !allowed {
+            tracing::info!(
+                "reject: ETRN {d} from [{}]: too many ETRN requests",
+                self.peer.ip()
+            );
+            return conn.reply("458 4.7.1 Error: too many ETRN requests, try again later");
+        }
         match self.shared.pipeline.queue_flush_domain(&d).await {
             Ok(n) => {
                 tracing::info!("ETRN {d} from [{}]: {n} recipients due now", self.peer.ip());
