@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod escape;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;

@@ -57,3 +57,88 @@ fn etrn_at_most_once_per_client_per_10s() {
     );
     assert!(d.log().contains("too many ETRN requests"), "{}", d.log());
 }
+
+/// Control characters a person must not see raw: anything but LF, TAB
+/// (folded headers) and the CR of a CRLF.
+fn raw_controls(s: &str) -> Vec<char> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        let crlf = c == '\r' && chars.peek() == Some(&'\n');
+        if c.is_control() && c != '\n' && c != '\t' && !crlf {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Regression: an EHLO name with ESC/BEL bytes and a remote reply with a
+/// bare CR and terminal escapes were printed raw by `mx2 queue show
+/// --envelope` and `mx2 queue list`, and the CR reached the text log.
+/// Now every human-readable view escapes them (`\x1b`, `\x0d`, …) and
+/// `--raw` stays byte-exact.
+#[test]
+fn control_characters_are_escaped_in_queue_output_and_log() {
+    let sink = common::sink::Sink::start();
+    let evil_reply = "451 4.3.0 wait\rID: status=sent\x1b]0;pwned\x07 \u{9b}2J";
+    sink.set_rcpt_reply("bob@example.jp", Some(evil_reply));
+    let map = format!("example.jp smtp:[127.0.0.1]:{}\n", sink.port);
+    let d = Daemon::start(&map, "", "");
+    let mut c = d.client();
+    c.send_raw(b"EHLO evil\x1b[2J\x07.example\r\n");
+    assert!(c.reply().starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@b.example>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<bob@example.jp>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    let body = b"Subject: \x1b[31mred\x07\r\n\r\nbody\x1b[0m\r\n";
+    c.send_raw(body);
+    c.send_raw(b".\r\n");
+    let r = c.reply();
+    assert!(r.starts_with("250"), "{r}");
+    let id = r.rsplit(' ').next().unwrap().to_string();
+    // The primary's 4xx is recorded as the recipient's last reply.
+    assert!(
+        common::wait_for(20, || {
+            d.db()
+                .query_row(
+                    "SELECT count(*) FROM recipients WHERE last_reply IS NOT NULL",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0)
+                == 1
+        }),
+        "no delivery attempt recorded\n{}",
+        d.log()
+    );
+
+    let (code, env, err) = d.cli(&["queue", "show", &id, "--envelope"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(raw_controls(&env).is_empty(), "{env:?}");
+    assert!(env.contains("helo evil\\x1b[2J\\x07.example"), "{env}");
+    assert!(
+        env.contains("wait\\x0dID: status=sent\\x1b]0;pwned\\x07 \\u{009b}2J"),
+        "{env}"
+    );
+    for view in [
+        vec!["queue", "list"],
+        vec!["queue", "show", &id],
+        vec!["queue", "show", &id, "--headers"],
+    ] {
+        let (code, out, err) = d.cli(&view);
+        assert_eq!(code, 0, "{view:?}: {err}");
+        assert!(raw_controls(&out).is_empty(), "{view:?}: {out:?}");
+    }
+    let (_, list, _) = d.cli(&["queue", "list"]);
+    assert!(list.contains("wait\\x0dID: status=sent"), "{list}");
+    // --raw is the stored message, byte for byte.
+    let (code, raw, _) = d.cli(&["queue", "show", &id, "--raw"]);
+    assert_eq!(code, 0);
+    assert_eq!(raw.as_bytes(), &d.stored()[0][..]);
+    assert!(raw.as_bytes().ends_with(body));
+
+    let log = d.log();
+    assert!(log.contains("status=deferred"), "{log}");
+    assert!(raw_controls(&log).is_empty(), "{log:?}");
+    assert!(!log.contains('\r'), "{log:?}");
+}

@@ -147,3 +147,23 @@ fn callout_budget_spent_tempfails_never_accepts() {
     assert!(log.contains("callout rate limit reached"), "{log}");
     assert!(!log.contains("unverifiable, accepted"), "{log}");
 }
+
+/// Regression (issue 16): `mx2 recipients check` printed the primary's
+/// reply raw, terminal escapes included.
+#[test]
+fn recipients_check_escapes_the_primarys_reply() {
+    let sink = Sink::start();
+    sink.set_rcpt_reply(
+        "eve@example.jp",
+        Some("550 5.1.1 no\x1b]0;pwned\x07 such\ruser"),
+    );
+    let map = format!("example.jp smtp:[127.0.0.1]:{}\n", sink.port);
+    let d = Daemon::start_with(&map, "", "", "recipient_verify = \"callout\"\n");
+    let (code, out, err) = d.cli(&["recipients", "check", "eve@example.jp"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        !out.trim_end_matches('\n').chars().any(char::is_control),
+        "{out:?}"
+    );
+    assert!(out.contains("no\\x1b]0;pwned\\x07 such\\x0duser"), "{out}");
+}
