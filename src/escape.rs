@@ -59,8 +59,7 @@ pub fn text(b: &[u8]) -> Vec<u8> {
     let mut out = String::with_capacity(b.len() + 16);
     for chunk in b.utf8_chunks() {
         let valid = chunk.valid();
-        let mut chars = valid.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
+        for (i, c) in valid.char_indices() {
             let keep = match c {
                 '\t' | '\n' => true,
                 '\r' => valid[i + 1..].starts_with('\n'),

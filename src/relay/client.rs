@@ -500,9 +500,7 @@ mod tests {
         let r = read_all(&[b"550\xff\xffx", b""]).unwrap().unwrap();
         assert_eq!(r.code, 550);
         assert_eq!(r.lines, ["\u{fffd}x"]);
-        let many: Vec<&[u8]> = std::iter::repeat(&b"250-x"[..])
-            .take(MAX_LINES + 1)
-            .collect();
+        let many: Vec<&[u8]> = std::iter::repeat_n(&b"250-x"[..], MAX_LINES + 1).collect();
         assert!(read_all(&many).is_err());
     }
 
