@@ -38,6 +38,10 @@ pub struct Smtp {
     pub max_recipients: usize,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// IPv6 clients in one prefix of this length count as one client
+    /// for `max_connections_per_ip` and the ETRN rate (an IPv6 client
+    /// usually holds a whole /64).
+    pub ipv6_prefix: u8,
     pub command_timeout: Duration,
     /// Hard limit on one whole session, whatever the client does.
     pub session_timeout: Duration,
@@ -185,6 +189,7 @@ struct RawSmtp {
     max_recipients: Option<usize>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
+    ipv6_prefix: Option<usize>,
     command_timeout: Option<String>,
     session_timeout: Option<String>,
     tls_cert: Option<String>,
@@ -382,6 +387,13 @@ impl Config {
                 s.max_connections_per_ip,
                 20,
             ),
+            ipv6_prefix: match errs.positive("ipv6_prefix", s.ipv6_prefix, 64) {
+                n @ 1..=128 => n as u8,
+                _ => {
+                    errs.push("ipv6_prefix", "ipv6_prefix must be 1 to 128".into());
+                    64
+                }
+            },
             command_timeout: errs.duration("command_timeout", s.command_timeout.as_deref(), 300),
             session_timeout: errs.duration("session_timeout", s.session_timeout.as_deref(), 3600),
             tls_cert,

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod domain;
+pub mod escape;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;

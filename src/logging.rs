@@ -5,6 +5,12 @@
 //! `message` and also splits it into fields (`queue_id`, `to`, `relay`,
 //! `status`, `reply`, …), so a log pipeline gets structure without every
 //! call site spelling each field twice.
+//!
+//! Log lines quote strangers (HELO names, addresses, remote replies). In
+//! the text format every control character in them is escaped
+//! (`crate::escape::line`: a CR or LF cannot forge a log line, an ESC
+//! cannot drive the terminal of whoever tails the log); JSON strings are
+//! escaped by serde.
 
 use std::fmt;
 use std::io::Write;
@@ -14,7 +20,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriter};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -57,7 +64,7 @@ fn install(format: LogFormat, writer: BoxMakeWriter) {
         .with_target(false);
     // A second init (tests) keeps the first subscriber.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(EscapedFields).try_init(),
         LogFormat::Json => builder.event_format(JsonLines).try_init(),
     };
 }
@@ -127,6 +134,18 @@ pub struct FlushGuard(Arc<Batch>);
 impl Drop for FlushGuard {
     fn drop(&mut self) {
         self.0.flush_to_stderr();
+    }
+}
+
+/// The default text formatting of an event's fields (the message and any
+/// `key=value`), then escaped so the line stays one line of plain text.
+struct EscapedFields;
+
+impl<'w> FormatFields<'w> for EscapedFields {
+    fn format_fields<R: RecordFields>(&self, mut w: Writer<'w>, fields: R) -> fmt::Result {
+        let mut s = String::new();
+        DefaultFields::new().format_fields(Writer::new(&mut s), fields)?;
+        w.write_str(&crate::escape::line(&s))
     }
 }
 
@@ -258,6 +277,65 @@ mod tests {
         assert_eq!(get("dsn"), Some("2.0.0"));
         assert_eq!(get("status"), Some("sent"));
         assert_eq!(get("reply"), Some("250 2.0.0 Ok: queued as X"));
+    }
+
+    /// A subscriber like the daemon's text one, writing into a buffer.
+    fn captured(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, d: &[u8]) -> std::io::Result<usize> {
+                if let Ok(mut g) = self.0.lock() {
+                    g.extend_from_slice(d);
+                }
+                Ok(d.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let b2 = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || b2.clone())
+            .with_ansi(false)
+            .with_target(false)
+            .fmt_fields(EscapedFields)
+            .finish();
+        tracing::subscriber::with_default(sub, f);
+        let out = buf.0.lock().map(|g| g.clone()).unwrap_or_default();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// Regression (issue 16): tracing-subscriber escapes ESC and BEL in a
+    /// message but not CR or LF, so a remote reply could forge a log line.
+    #[test]
+    fn text_lines_escape_control_characters() {
+        let reply = "451 4.3.0 later\rID: status=sent\n\x1b]0;x\x07";
+        let out = captured(|| tracing::info!("ABC: to=<a@b>, status=deferred ({reply})"));
+        assert_eq!(out.matches('\n').count(), 1, "{out:?}");
+        assert!(out.ends_with('\n'));
+        assert!(
+            !out[..out.len() - 1].chars().any(|c| c.is_control()),
+            "{out:?}"
+        );
+        assert!(
+            out.contains("later\\x0dID: status=sent\\x0a\\x1b]0;x\\x07"),
+            "{out:?}"
+        );
+        // Fields other than the message too (a `&str` field is Debug-quoted).
+        let out = captured(|| tracing::info!(helo = %"a\rb", "x"));
+        assert!(out.contains("helo=a\\x0db"), "{out:?}");
+    }
+
+    /// JSON escapes C0 controls (`\r`, `\n`, `\u001b`); C1 characters
+    /// are valid JSON and stay as they are (a reader decodes them anyway).
+    #[test]
+    fn json_strings_are_escaped() {
+        let v = Value::from("a\r\n\x1b\x07\x7fb");
+        let s = v.to_string();
+        assert!(!s.chars().any(|c| (c as u32) < 0x20), "{s:?}");
+        assert_eq!(s, "\"a\\r\\n\\u001b\\u0007\x7fb\"");
     }
 
     #[test]

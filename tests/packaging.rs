@@ -236,7 +236,7 @@ fn commented_key(line: &str) -> Option<&str> {
     let rest = line.strip_prefix("# ")?;
     let (key, _) = rest.split_once(" = ")?;
     key.chars()
-        .all(|c| c.is_ascii_lowercase() || c == '_')
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         .then_some(key)
 }
 

@@ -104,3 +104,66 @@ fn unverifiable_tempfail_when_configured() {
     let r = rcpt(&d, "dave@example.jp");
     assert!(r.starts_with("450 4.1.1 <dave@example.jp>"), "{r}");
 }
+
+/// Regression (issue 16): once the callout budget was spent, unknown
+/// recipients were accepted ("unverifiable, accepted"). Now they get
+/// Postfix's `450 4.1.1 … Address verification in progress`, even with
+/// `on_unverifiable = "accept"` (the default).
+#[test]
+fn callout_budget_spent_tempfails_never_accepts() {
+    let sink = Sink::start();
+    let map = format!("example.jp smtp:[127.0.0.1]:{}\n", sink.port);
+    // One callout a second: a burst of two, then the budget is spent.
+    let d = Daemon::start_with(
+        &map,
+        "",
+        "",
+        "recipient_verify = \"callout\"\nverify_rate = 1\n",
+    );
+    let users: Vec<String> = (0..6).map(|i| format!("nosuch{i}@example.jp")).collect();
+    for u in &users {
+        sink.set_rcpt_reply(u, Some("550 5.1.1 User unknown"));
+    }
+    let mut c = d.client();
+    c.cmd("EHLO client.test");
+    c.cmd("MAIL FROM:<sender@sender.example>");
+    let mut in_progress = 0;
+    for u in &users {
+        let r = c.cmd(&format!("RCPT TO:<{u}>"));
+        assert!(!r.starts_with('2'), "accepted an unknown user: {r}");
+        if r.starts_with(&format!(
+            "450 4.1.1 <{u}>: Recipient address rejected: Address verification in progress"
+        )) {
+            in_progress += 1;
+        } else {
+            assert!(r.starts_with("550 5.1.1"), "{r}");
+        }
+    }
+    assert!(
+        in_progress >= 3,
+        "budget of 2 (+1/s) spent, yet {in_progress} tempfails"
+    );
+    let log = d.log();
+    assert!(log.contains("callout rate limit reached"), "{log}");
+    assert!(!log.contains("unverifiable, accepted"), "{log}");
+}
+
+/// Regression (issue 16): `mx2 recipients check` printed the primary's
+/// reply raw, terminal escapes included.
+#[test]
+fn recipients_check_escapes_the_primarys_reply() {
+    let sink = Sink::start();
+    sink.set_rcpt_reply(
+        "eve@example.jp",
+        Some("550 5.1.1 no\x1b]0;pwned\x07 such\ruser"),
+    );
+    let map = format!("example.jp smtp:[127.0.0.1]:{}\n", sink.port);
+    let d = Daemon::start_with(&map, "", "", "recipient_verify = \"callout\"\n");
+    let (code, out, err) = d.cli(&["recipients", "check", "eve@example.jp"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        !out.trim_end_matches('\n').chars().any(char::is_control),
+        "{out:?}"
+    );
+    assert!(out.contains("no\\x1b]0;pwned\\x07 such\\x0duser"), "{out}");
+}

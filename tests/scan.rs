@@ -313,21 +313,72 @@ fn dead_or_silent_scanner_tempfail() {
     }
 }
 
+/// A clamd stand-in with a `StreamMaxLength` of `limit` bytes: answers
+/// `stream: OK` or, past the limit, what clamd answers. Serves `conns`
+/// connections, then stops.
+fn fake_clamd(dir: &Path, limit: usize, conns: usize) -> String {
+    let path = dir.join("clamd.sock");
+    let l = UnixListener::bind(&path).expect("bind fake clamd");
+    std::thread::spawn(move || {
+        for s in l.incoming().take(conns) {
+            let Ok(mut s) = s else { return };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut cmd = [0u8; 10];
+            if s.read_exact(&mut cmd).is_err() || &cmd != b"zINSTREAM\0" {
+                continue;
+            }
+            let mut total = 0usize;
+            let answer: &[u8] = loop {
+                let mut len = [0u8; 4];
+                if s.read_exact(&mut len).is_err() {
+                    break b"";
+                }
+                let n = u32::from_be_bytes(len) as usize;
+                if n == 0 {
+                    break b"stream: OK\0";
+                }
+                total += n;
+                if total > limit {
+                    break b"INSTREAM size limit exceeded. ERROR\0";
+                }
+                let mut chunk = vec![0u8; n];
+                if s.read_exact(&mut chunk).is_err() {
+                    break b"";
+                }
+            };
+            let _ = s.write_all(answer);
+        }
+    });
+    format!("unix:{}", path.display())
+}
+
+/// A message of about `n` bytes.
+fn sized(n: usize) -> Vec<u8> {
+    let mut m = b"Subject: size\r\n\r\n".to_vec();
+    while m.len() < n {
+        m.extend_from_slice(b"0123456789012345678901234567890123456789\r\n");
+    }
+    m
+}
+
+/// spamd (and milters) skip messages over `max_scan_size`, with a log
+/// line; smaller ones are still scanned.
 #[test]
-fn messages_over_max_scan_size_are_not_scanned() {
+fn messages_over_max_scan_size_skip_spamd() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dead = dead_socket(dir.path());
     let d = Daemon::start(
         MAP,
         OPERATOR_RULES,
         &format!(
-            "[scan]\nclamd = \"{dead}\"\non_scanner_error = \"tempfail\"\nmax_scan_size = \"200\"\n"
+            "[scan]\nspamd = \"{dead}\"\nmilters = [\"{dead}\"]\non_scanner_error = \"tempfail\"\nmax_scan_size = \"200\"\n"
         ),
     );
     let mut c = d.client();
     let id = queue_id(&c.send_mail("alice@sender.example", &["bob@example.jp"], &ham()));
     assert_eq!(d.stored().len(), 1);
-    wait_log(&d, &format!("{id}: scan: skipped: size "));
+    wait_log(&d, &format!("{id}: spamd: skipped: size "));
+    wait_log(&d, &format!("{id}: milters: skipped: size "));
     // A small one is scanned (and the dead scanner tempfails it).
     c.cmd("RSET");
     let r = c.send_mail(
@@ -338,7 +389,45 @@ fn messages_over_max_scan_size_are_not_scanned() {
     assert!(r.starts_with("451 4.7.1"), "{r}");
 }
 
-// ---- a scripted milter ------------------------------------------------------
+/// Regression (issue 16): messages over `max_scan_size` (10 MB by
+/// default) skipped clamd entirely. Now clamd scans every message and its
+/// own StreamMaxLength is the limit: past it, the message goes on
+/// unscanned (even with `on_scanner_error = "tempfail"`: a retry cannot
+/// make it fit) and the log names the setting to raise.
+#[test]
+fn clamd_scans_past_max_scan_size_and_names_the_limit_to_raise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clamd = fake_clamd(dir.path(), 4000, 4);
+    let d = Daemon::start(
+        MAP,
+        "",
+        &format!(
+            "[scan]\nclamd = \"{clamd}\"\non_scanner_error = \"tempfail\"\nmax_scan_size = \"200\"\n"
+        ),
+    );
+    let mut c = d.client();
+    // Over max_scan_size, under clamd's limit: scanned.
+    let id = queue_id(&c.send_mail("a@sender.example", &["bob@example.jp"], &sized(1000)));
+    wait_log(&d, &format!("{id}: clamd: clean"));
+    let stored = d.stored();
+    assert_eq!(stored.len(), 1);
+    assert!(
+        String::from_utf8_lossy(&stored[0]).contains("X-Virus-Status: Clean\r\n"),
+        "{}",
+        String::from_utf8_lossy(&stored[0])
+    );
+    // Over clamd's StreamMaxLength: passed on, unscanned, and said so.
+    c.cmd("RSET");
+    let id = queue_id(&c.send_mail("a@sender.example", &["bob@example.jp"], &sized(9000)));
+    let log = wait_log(&d, &format!("{id}: clamd: not scanned: size "));
+    assert!(
+        log.contains("exceeds clamd's StreamMaxLength; raise StreamMaxLength in clamd.conf"),
+        "{log}"
+    );
+    let stored = d.stored();
+    assert_eq!(stored.len(), 2);
+    assert!(!String::from_utf8_lossy(&stored[1]).contains("X-Virus-"));
+}
 
 fn packet(cmd: u8, data: &[u8]) -> Vec<u8> {
     let mut p = ((data.len() + 1) as u32).to_be_bytes().to_vec();

@@ -2,7 +2,9 @@
 //!
 //! Works with the daemon running (WAL readers; writes serialise with the
 //! daemon's writer through SQLite's lock) or stopped. A flush or release
-//! also pokes the daemon's control socket so it acts at once.
+//! also pokes the daemon's control socket so it acts at once. What came
+//! from outside (envelope, replies, message text) is printed through
+//! `crate::escape`, except with `--raw` and `--json`.
 
 use std::io::Write;
 
@@ -12,6 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::config::Config;
+use crate::escape::{self, line as esc};
 use crate::queue::admin::{self, Filter, MessageRow};
 use crate::queue::{self, schema};
 
@@ -141,12 +144,12 @@ pub fn run(cmd: &Command, cfg: &Config) -> Result<i32> {
             if *raw {
                 out.write_all(&data)?;
             } else if *headers {
-                out.write_all(header_block(&data))?;
+                out.write_all(&escape::text(header_block(&data)))?;
             } else {
                 print_envelope(&mut out, &m)?;
                 if !*envelope {
                     writeln!(out, "*** MESSAGE CONTENTS {} ***", m.id)?;
-                    out.write_all(&data)?;
+                    out.write_all(&escape::text(&data))?;
                     writeln!(out, "*** END OF MESSAGE ***")?;
                 }
             }
@@ -238,7 +241,7 @@ pub fn run(cmd: &Command, cfg: &Config) -> Result<i32> {
                 )?;
                 writeln!(out, "{:<40} {:>8} {:>12}", "DOMAIN", "MESSAGES", "BYTES")?;
                 for (d, v) in &s.domains {
-                    writeln!(out, "{d:<40} {:>8} {:>12}", v.messages, v.bytes)?;
+                    writeln!(out, "{:<40} {:>8} {:>12}", esc(d), v.messages, v.bytes)?;
                 }
             }
         }
@@ -342,9 +345,9 @@ fn print_mailq(out: &mut impl Write, rows: &[MessageRow]) -> Result<()> {
             " "
         };
         let sender = if m.sender.is_empty() {
-            "MAILER-DAEMON"
+            "MAILER-DAEMON".into()
         } else {
-            &m.sender
+            esc(&m.sender)
         };
         writeln!(
             out,
@@ -354,11 +357,11 @@ fn print_mailq(out: &mut impl Write, rows: &[MessageRow]) -> Result<()> {
             rfc3339(m.arrival)
         )?;
         if let Some(reason) = m.hold_reason.as_ref().filter(|_| m.held) {
-            writeln!(out, "{:46}(held: {reason})", "")?;
+            writeln!(out, "{:46}(held: {})", "", esc(reason))?;
         }
         for r in &m.recipients {
             if let Some(reply) = &r.last_reply {
-                writeln!(out, "{:46}({reply})", "")?;
+                writeln!(out, "{:46}({})", "", esc(reply))?;
             }
             let when = if r.status == "active" {
                 "delivering now".to_string()
@@ -368,7 +371,9 @@ fn print_mailq(out: &mut impl Write, rows: &[MessageRow]) -> Result<()> {
             writeln!(
                 out,
                 "{:46}{}  [{} attempts, {when}]",
-                "", r.address, r.attempts
+                "",
+                esc(&r.address),
+                r.attempts
             )?;
             rcpts += 1;
         }
@@ -388,22 +393,26 @@ fn print_envelope(out: &mut impl Write, m: &MessageRow) -> Result<()> {
     writeln!(out, "*** ENVELOPE RECORDS {} ***", m.id)?;
     writeln!(out, "message_size: {}", m.size)?;
     writeln!(out, "message_arrival_time: {}", rfc3339(m.arrival))?;
-    writeln!(out, "sender: {}", m.sender)?;
-    writeln!(out, "client: {} (helo {})", m.client, m.helo)?;
+    writeln!(out, "sender: {}", esc(&m.sender))?;
+    writeln!(out, "client: {} (helo {})", esc(&m.client), esc(&m.helo))?;
     if m.held {
-        writeln!(out, "held: {}", m.hold_reason.as_deref().unwrap_or("yes"))?;
+        writeln!(
+            out,
+            "held: {}",
+            esc(m.hold_reason.as_deref().unwrap_or("yes"))
+        )?;
     }
     for r in &m.recipients {
         writeln!(
             out,
             "recipient: {} status={} attempts={} next_attempt={}{}",
-            r.address,
+            esc(&r.address),
             r.status,
             r.attempts,
             rfc3339(r.next_attempt),
             r.last_reply
                 .as_ref()
-                .map(|x| format!(" last_reply=({x})"))
+                .map(|x| format!(" last_reply=({})", esc(x)))
                 .unwrap_or_default()
         )?;
     }

@@ -25,7 +25,8 @@ pub fn run(cmd: &Command, cfg: Config) -> Result<i32> {
     if !tables.transport().is_relay_domain(&a.domain) {
         println!(
             "{}: reject (554 5.7.1 Relay access denied: {} is not in the transport map)",
-            a.canonical, a.domain
+            crate::escape::line(&a.canonical),
+            crate::escape::line(&a.domain)
         );
         return Ok(1);
     }
@@ -41,9 +42,14 @@ pub fn run(cmd: &Command, cfg: Config) -> Result<i32> {
     let word = match out.decision {
         Decision::Accept => "accept",
         Decision::Reject => "reject",
-        Decision::TempFail => "tempfail",
+        Decision::TempFail | Decision::InProgress => "tempfail",
     };
-    println!("{}: {word} ({})", a.canonical, out.source);
+    // The source may quote the primary's reply: escaped for the terminal.
+    println!(
+        "{}: {word} ({})",
+        crate::escape::line(&a.canonical),
+        crate::escape::line(&out.source)
+    );
     Ok(if out.decision == Decision::Accept {
         0
     } else {

@@ -16,6 +16,10 @@ pub enum Answer {
     Invalid(String),
     /// Anything else: no connection, 4xx, timeout, a refused MAIL FROM:<>.
     Unverifiable(String),
+    /// Not asked: the callout budget (`verify_rate`) is spent. Never an
+    /// accept, whatever `on_unverifiable` says: otherwise a sender would
+    /// only need to spend the budget first to have any address taken.
+    Busy,
 }
 
 /// Runs one callout within `limit`.

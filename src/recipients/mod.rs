@@ -12,6 +12,10 @@
 //!    coalesced per address and rate-limited to protect the primary;
 //! 3. otherwise accept — and when the primary cannot answer, accept too
 //!    (the point of a backup MX) unless `on_unverifiable = "tempfail"`.
+//!    A callout not even tried because the rate budget is spent always
+//!    tempfails (`450 4.1.1 … Address verification in progress`, Postfix's
+//!    answer while its probe is under way): the sender retries and gets a
+//!    real answer, and flooding RCPTs never buys an accept.
 
 pub mod cache;
 pub mod callout;
@@ -32,6 +36,9 @@ use crate::tables::Tables;
 use callout::Answer;
 use list::{ListVerdict, RecipientList};
 
+/// Why a callout was not tried (logged with the refusal).
+const BUSY: &str = "callout rate limit reached (verify_rate)";
+
 /// The decision for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -40,6 +47,8 @@ pub enum Decision {
     Reject,
     /// `450 4.1.1`.
     TempFail,
+    /// `450 4.1.1 … Address verification in progress`: not asked yet.
+    InProgress,
 }
 
 /// A decision and where it came from (for logs and `mx2 recipients check`).
@@ -67,6 +76,9 @@ impl Outcome {
             Decision::TempFail => Some(format!(
                 "450 4.1.1 <{address}>: Recipient address rejected: unverified address: {}",
                 self.source
+            )),
+            Decision::InProgress => Some(format!(
+                "450 4.1.1 <{address}>: Recipient address rejected: Address verification in progress"
             )),
         }
     }
@@ -252,32 +264,34 @@ impl Verifier {
             }
         }
         let answer = self.coalesced(connector, domain, &address).await;
-        match answer {
-            Answer::Valid(r) => Outcome::new(Decision::Accept, format!("callout: {r}")),
-            Answer::Invalid(r) => Outcome::new(Decision::Reject, format!("callout: {r}")),
-            Answer::Unverifiable(why) => {
-                // A stale answer is better than none while the primary is down.
-                if let Some(c) = cached {
-                    let d = if c.valid {
-                        Decision::Accept
-                    } else {
-                        Decision::Reject
-                    };
-                    return Outcome::new(
-                        d,
-                        format!("stale cache ({}s old) while {why}", now - c.checked_at),
-                    );
-                }
-                match self.cfg.relay.on_unverifiable {
-                    crate::config::OnUnverifiable::Accept => {
-                        tracing::info!("recipient <{address}> unverifiable, accepted: {why}");
-                        Outcome::new(Decision::Accept, format!("unverifiable, accepted: {why}"))
-                    }
-                    crate::config::OnUnverifiable::Tempfail => {
-                        Outcome::new(Decision::TempFail, why)
-                    }
-                }
+        let (why, busy) = match answer {
+            Answer::Valid(r) => return Outcome::new(Decision::Accept, format!("callout: {r}")),
+            Answer::Invalid(r) => return Outcome::new(Decision::Reject, format!("callout: {r}")),
+            Answer::Unverifiable(why) => (why, false),
+            Answer::Busy => (BUSY.to_string(), true),
+        };
+        // A stale answer is better than none while the primary is down
+        // (or the budget is spent).
+        if let Some(c) = cached {
+            let d = if c.valid {
+                Decision::Accept
+            } else {
+                Decision::Reject
+            };
+            return Outcome::new(
+                d,
+                format!("stale cache ({}s old) while {why}", now - c.checked_at),
+            );
+        }
+        if busy {
+            return Outcome::new(Decision::InProgress, why);
+        }
+        match self.cfg.relay.on_unverifiable {
+            crate::config::OnUnverifiable::Accept => {
+                tracing::info!("recipient <{address}> unverifiable, accepted: {why}");
+                Outcome::new(Decision::Accept, format!("unverifiable, accepted: {why}"))
             }
+            crate::config::OnUnverifiable::Tempfail => Outcome::new(Decision::TempFail, why),
         }
     }
 
@@ -340,7 +354,7 @@ impl Verifier {
     async fn run_callout(&self, connector: &Connector, domain: &str, address: &str) -> Answer {
         let allowed = self.bucket.lock().map(|mut b| b.take()).unwrap_or(false);
         if !allowed {
-            return Answer::Unverifiable("callout rate limit reached".into());
+            return Answer::Busy;
         }
         let map = self.tables.transport();
         let dest = match crate::relay::route::destination(&map, domain, "smtp") {
@@ -359,7 +373,7 @@ impl Verifier {
                 reply: r.clone(),
                 checked_at: crate::queue::now(),
             }),
-            Answer::Unverifiable(_) => None,
+            Answer::Unverifiable(_) | Answer::Busy => None,
         };
         if let Some(c) = entry {
             let a = address.to_string();

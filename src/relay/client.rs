@@ -70,6 +70,56 @@ impl Reply {
     }
 }
 
+/// Builds one reply from its lines, as they arrive (a pure parser, so the
+/// fuzz target `relay_reply` drives the same code as the session).
+#[derive(Debug, Default)]
+pub struct ReplyReader {
+    code: u16,
+    lines: Vec<String>,
+}
+
+impl ReplyReader {
+    /// Takes one line (without its line end): the finished reply after its
+    /// last line, `None` while more lines follow. The text is kept as the
+    /// server sent it (invalid UTF-8 replaced); printing it is the
+    /// printer's business (`crate::cli::escape`).
+    pub fn push(&mut self, line: &[u8]) -> Result<Option<Reply>, SmtpError> {
+        let code = match line {
+            [a, b, c, ..] if [a, b, c].iter().all(|d| d.is_ascii_digit()) => {
+                u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
+            }
+            _ => {
+                return Err(SmtpError::Protocol(format!(
+                    "malformed reply: {:?}",
+                    String::from_utf8_lossy(line)
+                )))
+            }
+        };
+        if self.lines.is_empty() {
+            self.code = code;
+        } else if code != self.code {
+            return Err(SmtpError::Protocol(format!(
+                "reply code changed within a reply: {:?}",
+                String::from_utf8_lossy(line)
+            )));
+        }
+        let more = line.get(3) == Some(&b'-');
+        // Byte 3 is the separator; the text starts after it, whatever it is.
+        let text = line.get(4..).unwrap_or_default();
+        self.lines.push(String::from_utf8_lossy(text).into_owned());
+        if !more {
+            return Ok(Some(Reply {
+                code: self.code,
+                lines: std::mem::take(&mut self.lines),
+            }));
+        }
+        if self.lines.len() >= MAX_LINES {
+            return Err(SmtpError::Protocol("reply has too many lines".into()));
+        }
+        Ok(None)
+    }
+}
+
 /// Why a session failed.
 #[derive(Debug, Clone)]
 pub enum SmtpError {
@@ -225,30 +275,11 @@ impl Session {
     }
 
     async fn read_reply_inner(&mut self) -> Result<Reply, SmtpError> {
-        let mut lines = Vec::new();
-        let mut code = 0u16;
+        let mut reader = ReplyReader::default();
         loop {
             let line = self.read_line().await?;
-            let text = String::from_utf8_lossy(&line);
-            let b = text.as_bytes();
-            if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_digit) {
-                return Err(SmtpError::Protocol(format!("malformed reply: {text:?}")));
-            }
-            let c: u16 = text[..3].parse().unwrap_or(0);
-            if lines.is_empty() {
-                code = c;
-            } else if c != code {
-                return Err(SmtpError::Protocol(format!(
-                    "reply code changed within a reply: {text:?}"
-                )));
-            }
-            let more = b.get(3) == Some(&b'-');
-            lines.push(text.get(4..).unwrap_or("").to_string());
-            if !more {
-                return Ok(Reply { code, lines });
-            }
-            if lines.len() >= MAX_LINES {
-                return Err(SmtpError::Protocol("reply has too many lines".into()));
+            if let Some(reply) = reader.push(&line)? {
+                return Ok(reply);
             }
         }
     }
@@ -442,6 +473,35 @@ mod tests {
         assert_eq!(reply(550, &["no code here"]).enhanced(), None);
         assert_eq!(reply(250, &["2.0.0"]).enhanced().as_deref(), Some("2.0.0"));
         assert_eq!(reply(250, &["1.2.3.4 addr"]).enhanced(), None);
+    }
+
+    fn read_all(lines: &[&[u8]]) -> Result<Option<Reply>, SmtpError> {
+        let mut r = ReplyReader::default();
+        for l in lines {
+            if let Some(reply) = r.push(l)? {
+                return Ok(Some(reply));
+            }
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn reply_reader() {
+        let r = read_all(&[b"250-mx.example", b"250-PIPELINING", b"250 DSN"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(r, reply(250, &["mx.example", "PIPELINING", "DSN"]));
+        assert_eq!(read_all(&[b"250-a"]).unwrap(), None);
+        assert!(read_all(&[b"250-a", b"251 b"]).is_err());
+        assert!(read_all(&[b"25"]).is_err());
+        assert!(read_all(&[b"x50 a"]).is_err());
+        assert_eq!(read_all(&[b"354"]).unwrap().unwrap(), reply(354, &[""]));
+        // Invalid UTF-8 right after the code: no panic, the text is kept.
+        let r = read_all(&[b"550\xff\xffx", b""]).unwrap().unwrap();
+        assert_eq!(r.code, 550);
+        assert_eq!(r.lines, ["\u{fffd}x"]);
+        let many: Vec<&[u8]> = std::iter::repeat_n(&b"250-x"[..], MAX_LINES + 1).collect();
+        assert!(read_all(&many).is_err());
     }
 
     #[test]

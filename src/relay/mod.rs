@@ -18,7 +18,7 @@
 //! queue returns leased rows at the next start.
 
 mod bounce;
-pub(crate) mod client;
+pub mod client;
 pub(crate) mod connect;
 mod deliver;
 #[cfg(test)]

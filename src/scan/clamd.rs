@@ -7,6 +7,13 @@
 //! `X-Virus-Status: Yes` below its own `Received:` line, replacing any
 //! such fields the message already had (clamav-milter's `AddHeader
 //! Replace`); the signature name goes to the log.
+//!
+//! mx2 sends clamd every message (they are at most `max_message_size`);
+//! clamd's own `StreamMaxLength` is the real limit. When clamd answers
+//! `INSTREAM size limit exceeded`, the message was not scanned: the log
+//! says which setting to raise, and the message goes on without a verdict
+//! (like clamav-milter past its `MaxFileSize`), whatever
+//! `on_scanner_error` says, because retrying cannot make it fit.
 
 use std::time::Duration;
 
@@ -24,17 +31,22 @@ pub enum Verdict {
     Clean,
     /// The signature name, e.g. `Eicar-Test-Signature.UNOFFICIAL`.
     Found(String),
+    /// Not scanned: larger than clamd's `StreamMaxLength`.
+    TooBig,
 }
 
 impl Verdict {
-    /// Writes the verdict fields into `msg`.
+    /// Writes the verdict fields into `msg` (nothing for `TooBig`: no verdict).
     pub fn apply(&self, msg: &mut Message) {
+        if *self == Verdict::TooBig {
+            return;
+        }
         msg.remove_where(|n| {
             n.eq_ignore_ascii_case("X-Virus-Scanned") || n.eq_ignore_ascii_case("X-Virus-Status")
         });
         let status: &[u8] = match self {
             Verdict::Clean => b"Clean",
-            Verdict::Found(_) => b"Yes",
+            Verdict::Found(_) | Verdict::TooBig => b"Yes",
         };
         let at = msg.after_trace();
         msg.insert(
@@ -74,6 +86,9 @@ pub fn parse_response(resp: &[u8]) -> Result<Verdict> {
     }
     if let Some(name) = result.strip_suffix(" FOUND") {
         return Ok(Verdict::Found(name.trim().to_string()));
+    }
+    if result.contains("size limit exceeded") {
+        return Ok(Verdict::TooBig);
     }
     Err(anyhow!("clamd: {line}"))
 }
@@ -127,10 +142,11 @@ mod tests {
             parse_response(b"stream: Eicar-Test-Signature.UNOFFICIAL FOUND\0").unwrap(),
             Verdict::Found("Eicar-Test-Signature.UNOFFICIAL".into())
         );
-        assert!(parse_response(b"INSTREAM size limit exceeded. ERROR\0")
-            .unwrap_err()
-            .to_string()
-            .contains("size limit"));
+        assert_eq!(
+            parse_response(b"INSTREAM size limit exceeded. ERROR\0").unwrap(),
+            Verdict::TooBig
+        );
+        assert!(parse_response(b"stream: Can't allocate memory ERROR\0").is_err());
         assert!(parse_response(b"").is_err());
     }
 

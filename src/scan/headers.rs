@@ -241,12 +241,11 @@ pub fn crlf(data: &[u8]) -> Vec<u8> {
 }
 
 /// A raw field copied from another program's output, with CRLF line ends.
+/// Rebuilt with `format_field`, so a bare CR inside it (which becomes a
+/// line end) can only ever continue this field, never start another.
 pub fn normalise_field(raw: &[u8]) -> Vec<u8> {
-    let mut f = crlf(raw);
-    if !f.ends_with(b"\r\n") {
-        f.extend_from_slice(b"\r\n");
-    }
-    f
+    let name = String::from_utf8_lossy(field_name(raw));
+    format_field(&name, field_value(raw), true)
 }
 
 #[cfg(test)]

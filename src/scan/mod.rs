@@ -15,8 +15,12 @@
 //! Every exchange is bounded by `scan.timeout`. A scanner that cannot be
 //! reached or misbehaves is logged and, by `scan.on_scanner_error`,
 //! skipped (`accept`, Postfix's `milter_default_action = accept`) or the
-//! message is refused with `451 4.7.1` (`tempfail`). Messages larger than
-//! `scan.max_scan_size` are not scanned (logged).
+//! message is refused with `451 4.7.1` (`tempfail`).
+//!
+//! Size: clamd gets every message (clamd's `StreamMaxLength` is the limit
+//! that counts; see `clamd`). spamd and the milters skip messages larger
+//! than `scan.max_scan_size` (spam is small, and spamd is slow on big
+//! messages). Every skip is logged with the setting to raise.
 
 pub mod clamd;
 pub mod endpoint;
@@ -59,6 +63,8 @@ pub struct Scanners {
     on_error: OnScannerError,
     timeout: Duration,
     max_scan_size: u64,
+    /// What clamd may be sent (the DATA limit), for the log.
+    max_message_size: u64,
     hostname: String,
 }
 
@@ -96,6 +102,7 @@ impl Scanners {
             on_error: s.on_scanner_error,
             timeout: s.timeout,
             max_scan_size: s.max_scan_size,
+            max_message_size: cfg.smtp.max_message_size,
             hostname: cfg.hostname.clone(),
         })
     }
@@ -130,20 +137,26 @@ impl Scanners {
             return (data, Verdict::Continue);
         }
         let id = env.id.clone();
-        if data.len() as u64 > self.max_scan_size {
-            tracing::info!(
-                "{id}: scan: skipped: size {} exceeds max_scan_size {}",
-                data.len(),
-                self.max_scan_size
-            );
-            return (data, Verdict::Continue);
+        let size = data.len() as u64;
+        let small = size <= self.max_scan_size;
+        if !small {
+            let skipped = [
+                ("spamd", self.spamd.is_some()),
+                ("milters", !self.milters.is_empty()),
+            ];
+            for (who, _) in skipped.iter().filter(|w| w.1) {
+                tracing::info!(
+                    "{id}: {who}: skipped: size {size} exceeds max_scan_size {}",
+                    self.max_scan_size
+                );
+            }
         }
 
         let started = Instant::now();
         let spam = async {
             match &self.spamd {
-                Some(ep) => Some(spamd::check(ep, &data, self.timeout).await),
-                None => None,
+                Some(ep) if small => Some(spamd::check(ep, &data, self.timeout).await),
+                _ => None,
             }
         };
         let virus = async {
@@ -188,6 +201,11 @@ impl Scanners {
                     clamd::Verdict::Found(sig) => {
                         tracing::info!("{id}: clamd: FOUND {sig} time={took:.2}s")
                     }
+                    clamd::Verdict::TooBig => tracing::warn!(
+                        "{id}: clamd: not scanned: size {size} exceeds clamd's StreamMaxLength; \
+                         raise StreamMaxLength in clamd.conf (to max_message_size, {}) to scan it",
+                        self.max_message_size
+                    ),
                 }
                 v.apply(&mut msg);
             }
@@ -206,7 +224,8 @@ impl Scanners {
         }
 
         let mut hold = None;
-        for m in &self.milters {
+        let milters = if small { &self.milters[..] } else { &[] };
+        for m in milters {
             let started = Instant::now();
             let tx = Transaction {
                 env: &*env,

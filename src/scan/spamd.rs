@@ -218,6 +218,27 @@ mod tests {
         );
     }
 
+    /// A bare CR in spamd's answer must not start a field of its own.
+    #[test]
+    fn bare_cr_cannot_add_a_field() {
+        let head = b"X-Spam-Flag: YES\rBcc: victim@example.jp\n\n";
+        let mut resp = format!(
+            "SPAMD/1.1 0 EX_OK\nContent-length: {}\nSpam: True ; 9 / 5\n\n",
+            head.len()
+        )
+        .into_bytes();
+        resp.extend_from_slice(head);
+        let r = parse_response(&resp).unwrap();
+        assert_eq!(
+            r.fields,
+            [b"X-Spam-Flag: YES\r\n\tBcc: victim@example.jp\r\n".to_vec()]
+        );
+        let mut m = Message::parse(b"Subject: s\r\n\r\nb".to_vec());
+        r.apply(&mut m);
+        let again = Message::parse(m.to_bytes());
+        assert_eq!(again.fields.len(), 2);
+    }
+
     #[test]
     fn errors() {
         assert!(parse_response(b"SPAMD/1.0 76 Bad header line: x\r\n\r\n")

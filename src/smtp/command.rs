@@ -171,6 +171,34 @@ pub fn xtext_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// `ORCPT=addr-type;xtext` (RFC 3461 §4.2) as stored: `addr-type;address`,
+/// decoded. `None` unless the type is an atom and the decoded address is
+/// non-empty and free of control characters: the value is relayed, shown
+/// to milters and written into DSNs, so a CR or LF in it (raw, or as
+/// `+0D`/`+0A`) could smuggle a command or a header.
+pub fn parse_orcpt(v: &str) -> Option<String> {
+    let (kind, xtext) = v.split_once(';')?;
+    if kind.is_empty() || !kind.bytes().all(is_atext) {
+        return None;
+    }
+    let addr = xtext_decode(xtext)?;
+    if addr.is_empty() || addr.chars().any(char::is_control) {
+        return None;
+    }
+    Some(format!("{kind};{addr}"))
+}
+
+/// `ENVID=xtext` decoded; `None` if malformed, longer than 100 bytes or
+/// holding a control character (RFC 3461 §4.4: printable US-ASCII).
+pub fn parse_envid(v: &str) -> Option<String> {
+    xtext_decode(v).filter(|d| d.len() <= 100 && !d.chars().any(char::is_control))
+}
+
+/// RFC 5322 `atext`: the characters of an atom.
+fn is_atext(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
+}
+
 /// Encodes a value as xtext for passing a DSN parameter on.
 pub fn xtext_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -243,6 +271,33 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Regression (issue 16): control characters in ORCPT reached the
+    /// primary and the milters.
+    #[test]
+    fn orcpt_needs_an_atom_and_no_controls() {
+        assert_eq!(
+            parse_orcpt("rfc822;a+2Bb@example.jp").as_deref(),
+            Some("rfc822;a+b@example.jp")
+        );
+        assert_eq!(
+            parse_orcpt("utf-8;b@example.jp").as_deref(),
+            Some("utf-8;b@example.jp")
+        );
+        assert_eq!(parse_orcpt("rfc822\rRSET\r;u@x"), None);
+        assert_eq!(parse_orcpt("rfc 822;u@x"), None);
+        assert_eq!(parse_orcpt(";u@x"), None);
+        assert_eq!(parse_orcpt("rfc822;u@x+0D+0ARSET"), None);
+        assert_eq!(parse_orcpt("rfc822;u@x+0ARSET"), None);
+        assert_eq!(parse_orcpt("rfc822;u+00@x"), None);
+        assert_eq!(parse_orcpt("rfc822;u+1B[2J@x"), None);
+        assert_eq!(parse_orcpt("rfc822;u+C2+9B@x"), None); // C1 CSI
+        assert_eq!(parse_orcpt("rfc822;"), None);
+        assert_eq!(parse_orcpt("rfc822"), None);
+        assert_eq!(parse_envid("a+2Bb").as_deref(), Some("a+b"));
+        assert_eq!(parse_envid("a+0D+0Ab"), None);
+        assert_eq!(parse_envid(&"x".repeat(101)), None);
     }
 
     #[test]

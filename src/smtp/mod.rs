@@ -5,16 +5,18 @@
 //! - `data`: the DATA reader (dot-unstuffing, smuggling-safe line endings, size limit).
 //! - `session`: the per-connection command loop.
 //! - `received`: the trace header; `tls`: STARTTLS certificates.
+//! - `limits`: who counts as one client (IPv6 by prefix), connection
+//!   counts, the ETRN rate.
 
 pub mod address;
 pub mod command;
 pub mod conn;
 pub mod data;
+pub mod limits;
 pub mod received;
 pub mod session;
 pub mod tls;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -37,8 +39,8 @@ pub struct Shared {
     tls: RwLock<Option<TlsAcceptor>>,
     pub shutdown: watch::Receiver<bool>,
     pub greet_pause: Duration,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    total: Mutex<usize>,
+    clients: Mutex<limits::Counter>,
+    pub etrn: Mutex<limits::EtrnGate>,
 }
 
 impl Shared {
@@ -58,8 +60,8 @@ impl Shared {
             tls: RwLock::new(tls),
             shutdown,
             greet_pause: Duration::from_millis(200),
-            per_ip: Mutex::new(HashMap::new()),
-            total: Mutex::new(0),
+            clients: Mutex::new(limits::Counter::default()),
+            etrn: Mutex::new(limits::EtrnGate::default()),
         })
     }
 
@@ -81,7 +83,7 @@ impl Shared {
 
     /// Open sessions right now.
     pub fn connections(&self) -> usize {
-        self.total.lock().map(|g| *g).unwrap_or(0)
+        self.clients.lock().map(|g| g.total()).unwrap_or(0)
     }
 }
 
@@ -95,23 +97,15 @@ fn load_tls(cfg: &Config) -> Result<Option<TlsAcceptor>> {
 /// Releases a connection slot when the session ends, however it ends.
 struct Slot {
     shared: Arc<Shared>,
-    ip: IpAddr,
+    key: IpAddr,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut t) = self.shared.total.lock() {
-            *t = t.saturating_sub(1);
+        if let Ok(mut c) = self.shared.clients.lock() {
+            c.release(self.key);
         }
         crate::metrics::get().connections.dec();
-        if let Ok(mut m) = self.shared.per_ip.lock() {
-            if let Some(n) = m.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(&self.ip);
-                }
-            }
-        }
     }
 }
 
@@ -187,31 +181,21 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Takes a connection slot or says why not (SPEC §5 codes).
+/// Takes a connection slot or says why not (SPEC §5 codes). IPv6
+/// clients count per `ipv6_prefix` (see `limits`).
 fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Result<Slot, &'static str> {
     let cfg = &shared.cfg.smtp;
-    let mut total = shared
-        .total
+    let key = limits::client_key(ip, cfg.ipv6_prefix);
+    shared
+        .clients
         .lock()
-        .map_err(|_| "421 4.3.2 Service not available")?;
-    if *total >= cfg.max_connections {
-        return Err("421 4.3.2 Service not available, too many connections");
-    }
-    let mut per = shared
-        .per_ip
-        .lock()
-        .map_err(|_| "421 4.3.2 Service not available")?;
-    let n = per.entry(ip).or_insert(0);
-    if *n >= cfg.max_connections_per_ip {
-        return Err("421 4.7.0 Error: too many connections from your address");
-    }
-    *n += 1;
-    *total += 1;
+        .map_err(|_| "421 4.3.2 Service not available")?
+        .admit(key, cfg.max_connections, cfg.max_connections_per_ip)?;
     let m = crate::metrics::get();
     m.connections.inc();
     m.connections_total.inc();
     Ok(Slot {
         shared: shared.clone(),
-        ip,
+        key,
     })
 }

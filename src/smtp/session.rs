@@ -249,9 +249,9 @@ impl Session {
                     p.ret = Some(r.to_ascii_uppercase())
                 }
                 ("RET", _) => return conn.reply("501 5.5.4 Bad RET parameter"),
-                ("ENVID", Some(e)) => match command::xtext_decode(e) {
-                    Some(d) if d.len() <= 100 => p.envid = Some(d),
-                    _ => return conn.reply("501 5.5.4 Bad ENVID parameter"),
+                ("ENVID", Some(e)) => match command::parse_envid(e) {
+                    Some(d) => p.envid = Some(d),
+                    None => return conn.reply("501 5.5.4 Bad ENVID parameter"),
                 },
                 ("AUTH", Some(_)) => {}
                 (k, _) => {
@@ -397,10 +397,7 @@ impl Session {
                     Some(n) => r.notify = Some(n),
                     None => return conn.reply("501 5.5.4 Bad NOTIFY parameter"),
                 },
-                ("ORCPT", Some(v)) => match v
-                    .split_once(';')
-                    .and_then(|(t, a)| command::xtext_decode(a).map(|a| format!("{t};{a}")))
-                {
+                ("ORCPT", Some(v)) => match command::parse_orcpt(v) {
                     Some(o) => r.orcpt = Some(o),
                     None => return conn.reply("501 5.5.4 Bad ORCPT parameter"),
                 },
@@ -530,6 +527,22 @@ impl Session {
             .to_ascii_lowercase();
         if !self.shared.tables.transport().is_relay_domain(&d) {
             return conn.reply(&format!("459 4.7.1 <{d}>: service unavailable"));
+        }
+        // One ETRN per client every 10 s (RFC 1985's 458: "unable to queue
+        // messages", temporary; 459 would say the node is not allowed).
+        let key = super::limits::client_key(self.peer.ip(), self.shared.cfg.smtp.ipv6_prefix);
+        let allowed = self
+            .shared
+            .etrn
+            .lock()
+            .map(|mut g| g.allow(key, std::time::Instant::now()))
+            .unwrap_or(false);
+        if !allowed {
+            tracing::info!(
+                "reject: ETRN {d} from [{}]: too many ETRN requests",
+                self.peer.ip()
+            );
+            return conn.reply("458 4.7.1 Error: too many ETRN requests, try again later");
         }
         match self.shared.pipeline.queue_flush_domain(&d).await {
             Ok(n) => {

@@ -426,13 +426,12 @@ pub fn reply_code(text: &str) -> Final {
     let Some(first) = lines.first() else {
         return Final::Tempfail(TEMPFAIL_REPLY.into());
     };
-    let code = &first[..first.len().min(3)];
-    let valid = code.len() == 3
-        && code.bytes().all(|b| b.is_ascii_digit())
-        && matches!(code.as_bytes()[0], b'4' | b'5');
-    if !valid {
-        return Final::Tempfail(TEMPFAIL_REPLY.into());
-    }
+    // Byte-wise: the text is the milter's, and byte 3 may fall inside a
+    // multi-byte character (`5\xff\xff` arrives as `5` + two U+FFFD).
+    let code = match first.as_bytes() {
+        [a @ (b'4' | b'5'), b, c, ..] if b.is_ascii_digit() && c.is_ascii_digit() => &first[..3],
+        _ => return Final::Tempfail(TEMPFAIL_REPLY.into()),
+    };
     let mut out = String::new();
     for (i, l) in lines.iter().enumerate() {
         let rest = if l.starts_with(code) { &l[3..] } else { l };
@@ -441,6 +440,12 @@ pub fn reply_code(text: &str) -> Final {
             out.push_str("\r\n");
         }
         let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+        // A bare CR or other control character would reach the client
+        // inside our reply; Postfix's printable() makes them '?'.
+        let rest: String = rest
+            .chars()
+            .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+            .collect();
         out.push_str(&format!("{code}{sep}{rest}"));
     }
     if code.starts_with('5') {
@@ -614,6 +619,27 @@ mod tests {
         );
         assert_eq!(reply_code("250 ok"), Final::Tempfail(TEMPFAIL_REPLY.into()));
         assert_eq!(reply_code(""), Final::Tempfail(TEMPFAIL_REPLY.into()));
+    }
+
+    /// Regression (issue 16): byte 3 inside a multi-byte character panicked.
+    #[test]
+    fn reply_code_with_invalid_utf8_is_a_plain_tempfail() {
+        let Ok(Reply::Code(text)) = proto::parse_reply(proto::R_REPLYCODE, b"5\xff\xff reject\0")
+        else {
+            panic!("not a reply code");
+        };
+        assert_eq!(reply_code(&text), Final::Tempfail(TEMPFAIL_REPLY.into()));
+        assert_eq!(reply_code("4é1 x"), Final::Tempfail(TEMPFAIL_REPLY.into()));
+        assert_eq!(reply_code("45"), Final::Tempfail(TEMPFAIL_REPLY.into()));
+        // A later line that starts like the code but breaks inside a character.
+        assert_eq!(
+            reply_code("550-5.7.1 a\n55é b"),
+            Final::Reject("550-5.7.1 a\r\n550 55é b".into())
+        );
+        assert_eq!(
+            reply_code("451 a\rRSET\x1b[2J"),
+            Final::Tempfail("451 a?RSET?[2J".into())
+        );
     }
 
     #[test]
