@@ -7,11 +7,16 @@
 //!
 //! One direction, no back and forth: the rules see exactly the bytes that
 //! will be stored and relayed, which is what makes stripping reliable.
+//!
+//! Steps 2 and 3 are CPU work proportional to the header block (with PCRE
+//! patterns that may run to their match limit on every header), so they run
+//! on tokio's blocking pool: one costly message never holds up the async
+//! threads that greet and serve every other client.
 
 use std::sync::Arc;
 
 use anyhow::Result;
-use header_checks::Verdict;
+use header_checks::{Outcome, Rules, Verdict, TEMPFAIL_REPLY};
 
 use crate::queue::{self, MailParams, NewMessage, NewRecipient, Queue};
 use crate::scan::{self, Scanners};
@@ -48,6 +53,8 @@ pub struct Pipeline {
     pub queue: Queue,
     /// spamd / clamd / milters from `[scan]` (may be none).
     pub scanners: Scanners,
+    /// Most bytes of one header the rules see (`[smtp] header_size_limit`).
+    pub header_size_limit: usize,
 }
 
 impl Pipeline {
@@ -66,7 +73,7 @@ impl Pipeline {
 /// Runs the stages for one message.
 pub async fn accept(p: &Pipeline, mut env: Envelope, data: Vec<u8>) -> Disposition {
     let id = env.id.clone();
-    let (mut data, scanned) = p.scanners.scan(&mut env, data).await;
+    let (data, scanned) = p.scanners.scan(&mut env, data).await;
     let mut scan_hold = None;
     match scanned {
         scan::Verdict::Continue => {}
@@ -97,40 +104,40 @@ pub async fn accept(p: &Pipeline, mut env: Envelope, data: Vec<u8>) -> Dispositi
             return Disposition::TempFail(reply);
         }
     }
-    let hops = count_received(&data);
-    if hops > MAX_HOPS {
-        tracing::info!(
-            "{id}: reject: too many hops ({hops}) from={} client={}",
-            fmt_addr(&env.sender),
-            env.client
-        );
-        crate::metrics::get().rejected.inc();
-        return Disposition::Rejected("554 5.4.6 Error: too many hops".into());
-    }
-
     let rules = p.tables.rules();
-    let outcome = rules.apply(&data);
-    for hit in &outcome.hits {
-        tracing::info!(
-            "{id}: {}: header {} from {}; from={} line {}: {}",
-            hit.action.to_ascii_lowercase(),
-            hit.header.lines().next().unwrap_or(""),
-            env.client,
-            fmt_addr(&env.sender),
-            hit.line,
-            if hit.text.is_empty() {
-                &hit.rule
-            } else {
-                &hit.text
-            },
-        );
-    }
-    for e in &outcome.errors {
-        tracing::warn!("{id}: header_checks: {e}");
-    }
+    let limit = p.header_size_limit;
+    let (data, outcome) =
+        match tokio::task::spawn_blocking(move || check(&rules, data, limit)).await {
+            Ok(Checked::Ruled { data, outcome }) => (data, outcome),
+            Ok(Checked::TooManyHops(hops)) => {
+                tracing::info!(
+                    "{id}: reject: too many hops ({hops}) from={} client={}",
+                    fmt_addr(&env.sender),
+                    env.client
+                );
+                crate::metrics::get().rejected.inc();
+                return Disposition::Rejected("554 5.4.6 Error: too many hops".into());
+            }
+            Err(e) => {
+                tracing::error!(
+                    "{id}: header rules stopped ({e}) -- message not accepted, try again later"
+                );
+                return Disposition::TempFail(TEMPFAIL_REPLY.into());
+            }
+        };
+    log_rules(&id, &env, &outcome);
     let mut hold_reason = scan_hold;
     match &outcome.verdict {
         Verdict::Accept => {}
+        Verdict::TempFail { reason } => {
+            tracing::warn!("{id}: {reason}");
+            tracing::info!(
+                "{id}: tempfail: from={} client={}: {TEMPFAIL_REPLY}",
+                fmt_addr(&env.sender),
+                env.client
+            );
+            return Disposition::TempFail(TEMPFAIL_REPLY.into());
+        }
         Verdict::Discard { text } => {
             tracing::info!(
                 "{id}: discard: from={} nrcpt={} client={}: {text}",
@@ -161,10 +168,6 @@ pub async fn accept(p: &Pipeline, mut env: Envelope, data: Vec<u8>) -> Dispositi
                 text.clone()
             });
         }
-    }
-    if let Some(edit) = outcome.edit {
-        // Swap the header block in place: the body is never copied.
-        data.splice(..edit.body_start, edit.new_header);
     }
 
     let size = data.len();
@@ -207,6 +210,76 @@ pub async fn accept(p: &Pipeline, mut env: Envelope, data: Vec<u8>) -> Dispositi
     }
 }
 
+/// What the blocking part of the pipeline made of a message.
+enum Checked {
+    /// Refused before the rules ran.
+    TooManyHops(usize),
+    /// The rules' outcome; `data` already carries the header edits (its
+    /// `edit` has been applied and taken).
+    Ruled { data: Vec<u8>, outcome: Outcome },
+}
+
+/// Hop count, header rules and header edits: the CPU-bound steps, run on
+/// the blocking pool.
+fn check(rules: &Rules, mut data: Vec<u8>, header_size_limit: usize) -> Checked {
+    let hops = count_received(&data);
+    if hops > MAX_HOPS {
+        return Checked::TooManyHops(hops);
+    }
+    let mut outcome = rules.apply_with_limit(&data, header_size_limit);
+    if let Some(edit) = outcome.edit.take() {
+        // Swap the header block in place: the body is never copied.
+        data.splice(..edit.body_start, edit.new_header);
+    }
+    Checked::Ruled { data, outcome }
+}
+
+/// Longest header text a log line shows (Postfix's cleanup logs `%.200s`).
+const LOG_HEADER_MAX: usize = 200;
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// One log line per rule that fired (however many headers it fired on,
+/// with a count), in Postfix's cleanup wording, then each matching error
+/// (already one per rule).
+fn log_rules(id: &str, env: &Envelope, outcome: &Outcome) {
+    for s in outcome.hit_summary() {
+        let hit = s.first;
+        let more = if s.count > 1 {
+            format!(" (and {} more)", s.count - 1)
+        } else {
+            String::new()
+        };
+        let text = if hit.text.is_empty() {
+            &hit.rule
+        } else {
+            &hit.text
+        };
+        tracing::info!(
+            "{id}: {}: header {} from {}; from={} line {}: {}{more}",
+            hit.action.to_ascii_lowercase(),
+            clip(hit.header.lines().next().unwrap_or(""), LOG_HEADER_MAX),
+            env.client,
+            fmt_addr(&env.sender),
+            hit.line,
+            clip(text, LOG_HEADER_MAX),
+        );
+    }
+    for e in &outcome.errors {
+        tracing::warn!("{id}: header_checks: {e}");
+    }
+}
+
 /// `<addr>` as Postfix logs it.
 pub fn fmt_addr(a: &str) -> String {
     format!("<{a}>")
@@ -230,6 +303,13 @@ fn count_received(data: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clip_keeps_char_boundaries() {
+        assert_eq!(clip("abc", 200), "abc");
+        assert_eq!(clip("aé", 2), "a");
+        assert_eq!(clip(&"x".repeat(300), 200).len(), 200);
+    }
 
     #[test]
     fn counts_only_header_block() {
