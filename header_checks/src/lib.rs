@@ -69,6 +69,7 @@ mod template;
 use std::ffi::c_int;
 use std::fmt;
 use std::path::Path;
+use std::time::Instant;
 
 use action::Action;
 use pcre::{MatchResult, Matcher};
@@ -83,6 +84,10 @@ pub use header::DEFAULT_HEADER_SIZE_LIMIT;
 pub fn is_header_line(line: &[u8]) -> bool {
     header::header_name_len(line).is_some()
 }
+
+/// PCRE match limit of [`Rules::apply_bounded`]: about 50 µs per attempt
+/// at worst, where the usual limit allows about 5 ms.
+const BOUNDED_MATCH_LIMIT: u32 = 10_000;
 
 /// The reply for [`Verdict::TempFail`]: the message could not be checked,
 /// so it is neither accepted nor refused for good.
@@ -494,6 +499,46 @@ impl Rules {
     /// [`Rules::apply`] with the rules seeing at most `header_size_limit`
     /// bytes of each header (Postfix's `header_size_limit`).
     pub fn apply_with_limit(&self, message: &[u8], header_size_limit: usize) -> Outcome {
+        self.run(message, header_size_limit, pcre::MATCH_LIMIT, None)
+            .unwrap_or_else(|| Outcome {
+                // Unreachable: only a deadline abandons a run.
+                verdict: Verdict::Accept,
+                hits: Vec::new(),
+                edit: None,
+                errors: Vec::new(),
+            })
+    }
+
+    /// A cheap attempt at [`Rules::apply_with_limit`] for a caller that
+    /// must not be held up (an async thread): `None` as soon as a pattern
+    /// needs more than a small match limit or `deadline` passes (checked
+    /// after each header), and the caller should then run the full
+    /// [`Rules::apply_with_limit`] where time does not matter. A `Some` is
+    /// exactly what the full run gives: a lower match limit changes only
+    /// which attempts end in an error, and any error abandons the attempt.
+    pub fn apply_bounded(
+        &self,
+        message: &[u8],
+        header_size_limit: usize,
+        deadline: Instant,
+    ) -> Option<Outcome> {
+        self.run(
+            message,
+            header_size_limit,
+            BOUNDED_MATCH_LIMIT,
+            Some(deadline),
+        )
+    }
+
+    /// The rules over one message; with a `deadline`, `None` on the first
+    /// matching error or once it has passed.
+    fn run(
+        &self,
+        message: &[u8],
+        header_size_limit: usize,
+        match_limit: u32,
+        deadline: Option<Instant>,
+    ) -> Option<Outcome> {
         let mut outcome = Outcome {
             verdict: Verdict::Accept,
             hits: Vec::new(),
@@ -501,9 +546,10 @@ impl Rules {
             errors: Vec::new(),
         };
         if self.ops.is_empty() {
-            return outcome;
+            return Some(outcome);
         }
-        let Some(mut matcher) = Matcher::new(self.max_captures) else {
+        let Some(mut matcher) = Matcher::with_match_limit(self.max_captures, match_limit) else {
+            deadline?;
             let why = "out of memory for PCRE2 match data: rules not applied";
             outcome.errors.push(why.to_string());
             if self.guards.iter().any(|&g| g) {
@@ -511,16 +557,17 @@ impl Rules {
                     reason: format!("{}: {why}", self.file),
                 };
             }
-            return outcome;
+            return Some(outcome);
         };
         let mut tally = Tally::default();
         self.apply_headers(
             &mut matcher,
             message,
             header_size_limit,
+            deadline,
             &mut tally,
             &mut outcome,
-        );
+        )?;
         let mut errors: Vec<String> = tally
             .errors
             .iter()
@@ -552,27 +599,34 @@ impl Rules {
             };
             outcome.edit = None;
         }
-        outcome
+        Some(outcome)
     }
 
-    /// The header loop of [`Rules::apply_with_limit`]; stops at the first
-    /// DISCARD or REJECT, or at the first rule that fails closed.
+    /// The header loop of [`Rules::run`]; stops at the first DISCARD or
+    /// REJECT, or at the first rule that fails closed. `None`: abandoned
+    /// (with a `deadline`: a matching error, or the deadline passed).
     fn apply_headers(
         &self,
         matcher: &mut Matcher,
         message: &[u8],
         header_size_limit: usize,
+        deadline: Option<Instant>,
         tally: &mut Tally,
         outcome: &mut Outcome,
-    ) {
+    ) -> Option<()> {
         let block = header::scan(message, header_size_limit);
         let mut changes: Vec<(usize, Change)> = Vec::new();
         let mut hold: Option<String> = None;
 
         for (index, h) in block.headers.iter().enumerate() {
             let found = self.lookup(matcher, &h.key, tally);
+            if let Some(d) = deadline {
+                if !tally.errors.is_empty() || Instant::now() > d {
+                    return None;
+                }
+            }
             if tally.unevaluable.is_some() {
-                return;
+                return Some(());
             }
             let Some((rule, value)) = found else {
                 continue;
@@ -602,11 +656,11 @@ impl Rules {
             match act {
                 Action::Discard => {
                     outcome.verdict = Verdict::Discard { text };
-                    return;
+                    return Some(());
                 }
                 Action::Reject => {
                     outcome.verdict = Verdict::Reject { text };
-                    return;
+                    return Some(());
                 }
                 Action::Hold => {
                     hold.get_or_insert(text);
@@ -636,6 +690,7 @@ impl Rules {
         if !changes.is_empty() {
             outcome.edit = Some(build_edit(message, &block, &changes));
         }
+        Some(())
     }
 }
 

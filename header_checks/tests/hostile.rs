@@ -154,3 +154,48 @@ fn hits_are_summarised_once_per_rule() {
         b"Subject: a\r\nSubject: b\r\n\r\nbody\r\n"
     );
 }
+
+#[test]
+fn the_bounded_attempt_gives_the_full_result_or_nothing() {
+    use std::time::{Duration, Instant};
+    let table = concat!(
+        "/^From:\\s*<>/m DISCARD\n/^X-Spam-Level:/m IGNORE\n",
+        "/^Subject: (.*)/ REPLACE Subject: [x] $1\n/^X-Hold:/ HOLD h\n",
+        "/^X-Evil: (a+)+$/ WARN evil\n",
+    );
+    let r = rules(table);
+    let later = || Instant::now() + Duration::from_secs(60);
+    for msg in [
+        &b"Subject: hi\r\nX-Spam-Level: **\r\n\r\nbody\r\n"[..],
+        b"From: <>\r\nSubject: hi\r\n\r\n",
+        b"X-Hold: 1\r\nSubject: s\r\n\r\n",
+        b"",
+    ] {
+        let full = r.apply(msg);
+        let quick = r
+            .apply_bounded(msg, DEFAULT_HEADER_SIZE_LIMIT, later())
+            .expect("cheap message done in the bounded attempt");
+        assert_eq!(quick, full);
+    }
+    // A pattern that needs more than the small match limit: nothing, and
+    // the full run decides (here: no error, under the usual limit).
+    let mut msg = b"X-Evil: ".to_vec();
+    msg.extend(std::iter::repeat_n(b'a', 14));
+    msg.extend_from_slice(b"!\r\n\r\n");
+    assert_eq!(
+        r.apply_bounded(&msg, DEFAULT_HEADER_SIZE_LIMIT, later()),
+        None
+    );
+    let full = r.apply(&msg);
+    assert!(full.errors.is_empty(), "{:?}", full.errors);
+    // A deadline already passed: nothing.
+    let msg = b"Subject: hi\r\n\r\n";
+    assert_eq!(
+        r.apply_bounded(
+            msg,
+            DEFAULT_HEADER_SIZE_LIMIT,
+            Instant::now() - Duration::from_millis(1)
+        ),
+        None
+    );
+}
