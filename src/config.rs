@@ -35,6 +35,13 @@ pub struct Config {
 pub struct Smtp {
     pub listen: Vec<String>,
     pub max_message_size: u64,
+    /// Most bytes of one header the header rules see (Postfix's
+    /// `header_size_limit`); the message itself is not cut.
+    pub header_size_limit: usize,
+    /// Largest header block accepted (`552 5.3.4` past it).
+    pub max_header_size: u64,
+    /// Most header fields accepted (`552 5.3.4` past it).
+    pub max_header_count: usize,
     pub max_recipients: usize,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
@@ -186,6 +193,9 @@ struct RawConfig {
 struct RawSmtp {
     listen: Option<Vec<String>>,
     max_message_size: Option<String>,
+    header_size_limit: Option<String>,
+    max_header_size: Option<String>,
+    max_header_count: Option<usize>,
     max_recipients: Option<usize>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
@@ -380,6 +390,18 @@ impl Config {
                 s.max_message_size.as_deref(),
                 50_000_000,
             ),
+            header_size_limit: usize::try_from(errs.size_at_least_1(
+                "header_size_limit",
+                s.header_size_limit.as_deref(),
+                102_400,
+            ))
+            .unwrap_or(usize::MAX),
+            max_header_size: errs.size_at_least_1(
+                "max_header_size",
+                s.max_header_size.as_deref(),
+                1_000_000,
+            ),
+            max_header_count: errs.positive("max_header_count", s.max_header_count, 10_000),
             max_recipients: errs.positive("max_recipients", s.max_recipients, 100),
             max_connections: errs.positive("max_connections", s.max_connections, 1000),
             max_connections_per_ip: errs.positive(
@@ -546,6 +568,17 @@ impl Errors<'_> {
                 self.push(key, format!("{key}: {e}"));
                 default
             }),
+        }
+    }
+
+    /// A size that must not be 0 (a limit of nothing is a typo).
+    fn size_at_least_1(&mut self, key: &str, v: Option<&str>, default: u64) -> u64 {
+        match self.size(key, v, default) {
+            0 => {
+                self.push(key, format!("{key} must be at least 1 byte"));
+                default
+            }
+            n => n,
         }
     }
 

@@ -51,6 +51,7 @@ async fn main(cfg: Config) -> Result<i32> {
         tables: tables.clone(),
         queue: queue.clone(),
         scanners,
+        header_size_limit: cfg.smtp.header_size_limit,
     };
     let verifier = Arc::new(Verifier::new(
         cfg.clone(),

@@ -11,6 +11,9 @@
 //!   receiver (any lone dot line, whatever the line endings, ends the data)
 //!   also finds its end only there.
 //! - Size accounting: past the limit nothing more is stored.
+//! - Header limits (sized from byte 0): the same in every chunking; they
+//!   never move the end of data (the session stays in sync); past one the
+//!   message is empty; without one the message equals the unlimited one.
 //!
 //! Input: byte 0 chooses the chunking, byte 1 the size limit; the rest is
 //! the data. `cd fuzz && cargo +nightly fuzz run data_reader -- -max_total_time=30`
@@ -98,6 +101,41 @@ fn lenient_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
+/// The header limits checked against the unlimited reader's result.
+fn header_limits(input: &[u8], limit: u64, ctl: u8, unlimited: &(Option<usize>, DataResult)) {
+    let max_size = u64::from(ctl % 64) * 4 + 1;
+    let max_count = usize::from(ctl % 8) + 1;
+    let run = |sizes: &mut dyn Iterator<Item = usize>| {
+        let mut r = DataReader::new(b"Received: x\r\n".to_vec(), limit)
+            .with_header_limits(max_size, max_count);
+        let mut pos = 0;
+        let mut end = None;
+        for n in sizes {
+            if pos >= input.len() {
+                break;
+            }
+            let stop = (pos + n.max(1)).min(input.len());
+            if let Some(k) = r.feed(&input[pos..stop]) {
+                end = Some(pos + k);
+                break;
+            }
+            pos = stop;
+        }
+        (end, r.finish())
+    };
+    let w = run(&mut std::iter::once(input.len()));
+    let b = run(&mut std::iter::repeat(1));
+    same(&w, &b, "header limits, byte by byte");
+    assert_eq!(w.1.header_overflow, b.1.header_overflow);
+    assert_eq!(w.0, unlimited.0, "a header limit moved the end of data");
+    assert_eq!(w.1.size, unlimited.1.size);
+    if w.1.header_overflow.is_some() {
+        assert!(w.1.message.is_empty(), "stored past a header limit");
+    } else if !w.1.too_big {
+        assert_eq!(&w.1.message[b"Received: x\r\n".len()..], &unlimited.1.message[..]);
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {
         return;
@@ -113,6 +151,7 @@ fuzz_target!(|data: &[u8]| {
     let pattern = [1 + usize::from(ctl % 7), 1 + usize::from(ctl / 7 % 13), 2];
     let chunks = chunked(input, limit, pattern.iter().copied().cycle());
     same(&w, &chunks, "chunks");
+    header_limits(input, limit, ctl, &w);
 
     let (end, res) = w;
     if let Some(n) = end {

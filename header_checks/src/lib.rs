@@ -35,8 +35,23 @@
 //! makes the whole table fail to load, so a typo cannot go unnoticed; only
 //! the top-level headers are examined (Postfix also applies the table to MIME
 //! part headers and attached messages through `mime_header_checks` and
-//! `nested_header_checks`); and a runaway pattern is stopped by a match
-//! limit, counted as "no match" and reported in [`Outcome::errors`].
+//! `nested_header_checks`); and a pattern that cannot be evaluated (PCRE's
+//! match or heap limit) does not quietly count as "no match" when its rule
+//! could keep the message from the recipient.
+//!
+//! # Hostile input
+//!
+//! A rule sees at most `header_size_limit` bytes of one header (Postfix's
+//! 102400 by default, [`DEFAULT_HEADER_SIZE_LIMIT`]), so padding a header
+//! costs the sender, not the matcher. The stored message is not cut: only
+//! what the rules see is (a REPLACE or IGNORE still acts on the whole
+//! header). A runaway pattern is stopped by PCRE's match and heap limits;
+//! then, as Postfix's `dict_pcre` does, the rule counts as not matching,
+//! *unless* its action is REJECT, DISCARD or HOLD (or computed from `$n`,
+//! so possibly one of those): such a rule fails closed, the verdict is
+//! [`Verdict::TempFail`] and the sender is asked to try again, never a
+//! silent accept of what the rule was written to stop. Each failing rule is
+//! reported once per message in [`Outcome::errors`], with a count.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -51,16 +66,41 @@ mod reply;
 mod table;
 mod template;
 
+use std::ffi::c_int;
 use std::fmt;
 use std::path::Path;
+use std::time::Instant;
 
 use action::Action;
 use pcre::{MatchResult, Matcher};
 use table::Op;
 
+pub use header::DEFAULT_HEADER_SIZE_LIMIT;
+
+/// Whether `line` (without its line end) starts a header field, by
+/// Postfix's `is_header()`: a name of printable ASCII without spaces or
+/// colons, optional spaces or tabs, then a colon. The line that is neither
+/// this nor a continuation (space or tab first) ends the header block.
+pub fn is_header_line(line: &[u8]) -> bool {
+    header::header_name_len(line).is_some()
+}
+
+/// PCRE match limit of [`Rules::apply_bounded`]: about 50 µs per attempt
+/// at worst, where the usual limit allows about 5 ms.
+const BOUNDED_MATCH_LIMIT: u32 = 10_000;
+
+/// The reply for [`Verdict::TempFail`]: the message could not be checked,
+/// so it is neither accepted nor refused for good.
+pub const TEMPFAIL_REPLY: &str =
+    "451 4.3.0 Error: message content could not be checked, try again later";
+
 /// A compiled rules table. Immutable, `Send + Sync`: share it via `Arc`.
 pub struct Rules {
     ops: Vec<Op>,
+    /// Per op: could it (or, for an `if`, a rule inside it) keep the
+    /// message from the recipient (REJECT, DISCARD, HOLD or a `$n` action)?
+    /// Such a rule fails closed when it cannot be evaluated.
+    guards: Vec<bool>,
     file: String,
     rules: usize,
     max_captures: u32,
@@ -126,6 +166,12 @@ pub enum Verdict {
         /// Optional text from the first HOLD rule (for the log).
         text: String,
     },
+    /// A rule that could refuse, discard or hold the message could not be
+    /// evaluated (match or heap limit): answer [`TEMPFAIL_REPLY`].
+    TempFail {
+        /// `FILE:LINE: why`, for the log.
+        reason: String,
+    },
 }
 
 impl Verdict {
@@ -171,18 +217,43 @@ pub struct Edit {
 pub struct Outcome {
     /// What to do with the message.
     pub verdict: Verdict,
-    /// Every rule that fired, in header order.
+    /// Every rule that fired, in header order (one entry per header; see
+    /// [`Outcome::hit_summary`] for one per rule).
     pub hits: Vec<Hit>,
     /// Header edits; `None` when the message is unchanged (always `None`
     /// for DISCARD and REJECT).
     pub edit: Option<Edit>,
     /// Problems met while matching (a pattern exceeding the match limit, an
-    /// action computed from `$n` that is not usable, ...). Each such rule
-    /// counted as not matching; the message is never lost because of them.
+    /// action computed from `$n` that is not usable, ...), a matching error
+    /// once per rule with the number of headers it hit. Such a rule counted
+    /// as not matching, or made the verdict [`Verdict::TempFail`] (see the
+    /// crate docs); the message is never lost because of them.
     pub errors: Vec<String>,
 }
 
+/// One rule's hits in one message: the first, and how many headers in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HitSummary<'o> {
+    /// The first header this rule fired on.
+    pub first: &'o Hit,
+    /// Headers it fired on (at least 1).
+    pub count: usize,
+}
+
 impl Outcome {
+    /// The hits grouped by rule, in the order each rule first fired: what a
+    /// log shows, one line per rule however many headers it hit.
+    pub fn hit_summary(&self) -> Vec<HitSummary<'_>> {
+        let mut out: Vec<HitSummary<'_>> = Vec::new();
+        for h in &self.hits {
+            match out.iter_mut().find(|s| s.first.line == h.line) {
+                Some(s) => s.count += 1,
+                None => out.push(HitSummary { first: h, count: 1 }),
+            }
+        }
+        out
+    }
+
     /// The message after the edits (a copy of `original` if none).
     pub fn message(&self, original: &[u8]) -> Vec<u8> {
         match &self.edit {
@@ -233,10 +304,14 @@ impl Outcome {
                 let reply = self.verdict.reject_reply().unwrap_or_default();
                 format!("REJECT {reply}\n").into_bytes()
             }
+            Verdict::TempFail { .. } => format!("TEMPFAIL {TEMPFAIL_REPLY}\n").into_bytes(),
             Verdict::Accept | Verdict::Hold { .. } => self.message(original),
         };
         let mut stderr: Vec<String> = self.hits.iter().map(Hit::to_string).collect();
         stderr.extend(self.errors.iter().map(|e| format!("error: {e}")));
+        if let Verdict::TempFail { reason } = &self.verdict {
+            stderr.push(format!("TEMPFAIL {reason}"));
+        }
         if let Verdict::Hold { text } = &self.verdict {
             stderr.push(if text.is_empty() {
                 "HOLD".to_string()
@@ -253,6 +328,71 @@ enum Change {
     Remove,
     Replace(Vec<u8>),
     Prepend(Vec<u8>),
+}
+
+/// Matching errors met in one message.
+#[derive(Default)]
+struct Tally {
+    /// (rule line, PCRE error code, headers it failed on), first seen first.
+    errors: Vec<(usize, c_int, usize)>,
+    /// The first rule that could keep the message from the recipient and
+    /// could not be evaluated.
+    unevaluable: Option<usize>,
+}
+
+impl Tally {
+    fn record(&mut self, line: usize, code: c_int, guard: bool) {
+        match self.errors.iter_mut().find(|e| e.0 == line) {
+            Some(e) => e.2 += 1,
+            None => self.errors.push((line, code, 1)),
+        }
+        if guard {
+            self.unevaluable.get_or_insert(line);
+        }
+    }
+}
+
+/// Whether a rule's action could keep the message from the recipient:
+/// REJECT, DISCARD or HOLD, or a word computed from `$n` (unknown until
+/// it matches, so it could be any of them).
+fn may_keep_from_recipient(template: &template::Template) -> bool {
+    let known = match template.literal() {
+        Some(text) => text,
+        None => {
+            let pre = template.static_prefix();
+            if !pre.iter().any(|&b| b == b' ' || b == b'\t') {
+                return true;
+            }
+            pre.to_vec()
+        }
+    };
+    let (word, _) = action::split(&known);
+    matches!(
+        Action::from_word(word),
+        Some(Action::Reject | Action::Discard | Action::Hold)
+    )
+}
+
+/// [`Rules::guards`] for a table: a rule's own action; an `if` guards when
+/// any rule up to its `endif` (or the end of the table) does.
+fn guards(ops: &[Op]) -> Vec<bool> {
+    let own: Vec<bool> = ops
+        .iter()
+        .map(|op| match op {
+            Op::Match(m) => may_keep_from_recipient(&m.template),
+            Op::If(_) | Op::Endif => false,
+        })
+        .collect();
+    ops.iter()
+        .enumerate()
+        .map(|(i, op)| match op {
+            Op::If(rule) => {
+                let end = rule.endif.unwrap_or(ops.len()).min(ops.len());
+                own.get(i + 1..end).is_some_and(|g| g.iter().any(|&b| b))
+            }
+            _ => own[i],
+        })
+        .collect()
 }
 
 impl Rules {
@@ -274,6 +414,7 @@ impl Rules {
         }
         Ok(Loaded {
             rules: Rules {
+                guards: guards(&parsed.ops),
                 ops: parsed.ops,
                 file: file.to_string(),
                 rules,
@@ -298,6 +439,7 @@ impl Rules {
     pub fn empty() -> Rules {
         Rules {
             ops: Vec::new(),
+            guards: Vec::new(),
             file: String::new(),
             rules: 0,
             max_captures: 0,
@@ -320,13 +462,14 @@ impl Rules {
         &'r self,
         matcher: &mut Matcher,
         key: &[u8],
-        errors: &mut Vec<String>,
+        tally: &mut Tally,
     ) -> Option<(&'r table::MatchRule, Vec<u8>)> {
         let mut i = 0;
         while let Some(op) = self.ops.get(i) {
+            let guard = self.guards.get(i).copied().unwrap_or(true);
             match op {
                 Op::Match(rule) => {
-                    if self.test(matcher, &rule.pattern, rule.line, key, errors) {
+                    if test(matcher, &rule.pattern, rule.line, guard, key, tally) {
                         let value = rule
                             .template
                             .expand(|n| matcher.group(n).and_then(|(s, e)| key.get(s..e)));
@@ -334,7 +477,7 @@ impl Rules {
                     }
                 }
                 Op::If(rule) => {
-                    if !self.test(matcher, &rule.pattern, rule.line, key, errors) {
+                    if !test(matcher, &rule.pattern, rule.line, guard, key, tally) {
                         // An IF without ENDIF that fails ends the search.
                         i = rule.endif?;
                     }
@@ -346,36 +489,56 @@ impl Rules {
         None
     }
 
-    /// One pattern test; a matching error counts as "no match" either way.
-    fn test(
-        &self,
-        matcher: &mut Matcher,
-        pattern: &table::Pattern,
-        line: usize,
-        key: &[u8],
-        errors: &mut Vec<String>,
-    ) -> bool {
-        if pattern.prefix.as_ref().is_some_and(|p| !p.may_match(key)) {
-            return pattern.negate;
-        }
-        match matcher.exec(&pattern.regex, key) {
-            MatchResult::Match => !pattern.negate,
-            MatchResult::NoMatch => pattern.negate,
-            MatchResult::Error(code) => {
-                errors.push(format!(
-                    "{}:{}: {} (header treated as not matching)",
-                    self.file,
-                    line,
-                    pcre::error_message(code)
-                ));
-                false
-            }
-        }
-    }
-
-    /// Applies the rules to a whole raw message (header block + body).
+    /// Applies the rules to a whole raw message (header block + body), each
+    /// header cut at [`DEFAULT_HEADER_SIZE_LIMIT`] for matching.
     /// Never panics, whatever the input.
     pub fn apply(&self, message: &[u8]) -> Outcome {
+        self.apply_with_limit(message, DEFAULT_HEADER_SIZE_LIMIT)
+    }
+
+    /// [`Rules::apply`] with the rules seeing at most `header_size_limit`
+    /// bytes of each header (Postfix's `header_size_limit`).
+    pub fn apply_with_limit(&self, message: &[u8], header_size_limit: usize) -> Outcome {
+        self.run(message, header_size_limit, pcre::MATCH_LIMIT, None)
+            .unwrap_or_else(|| Outcome {
+                // Unreachable: only a deadline abandons a run.
+                verdict: Verdict::Accept,
+                hits: Vec::new(),
+                edit: None,
+                errors: Vec::new(),
+            })
+    }
+
+    /// A cheap attempt at [`Rules::apply_with_limit`] for a caller that
+    /// must not be held up (an async thread): `None` as soon as a pattern
+    /// needs more than a small match limit or `deadline` passes (checked
+    /// after each header), and the caller should then run the full
+    /// [`Rules::apply_with_limit`] where time does not matter. A `Some` is
+    /// exactly what the full run gives: a lower match limit changes only
+    /// which attempts end in an error, and any error abandons the attempt.
+    pub fn apply_bounded(
+        &self,
+        message: &[u8],
+        header_size_limit: usize,
+        deadline: Instant,
+    ) -> Option<Outcome> {
+        self.run(
+            message,
+            header_size_limit,
+            BOUNDED_MATCH_LIMIT,
+            Some(deadline),
+        )
+    }
+
+    /// The rules over one message; with a `deadline`, `None` on the first
+    /// matching error or once it has passed.
+    fn run(
+        &self,
+        message: &[u8],
+        header_size_limit: usize,
+        match_limit: u32,
+        deadline: Option<Instant>,
+    ) -> Option<Outcome> {
         let mut outcome = Outcome {
             verdict: Verdict::Accept,
             hits: Vec::new(),
@@ -383,20 +546,89 @@ impl Rules {
             errors: Vec::new(),
         };
         if self.ops.is_empty() {
-            return outcome;
+            return Some(outcome);
         }
-        let Some(mut matcher) = Matcher::new(self.max_captures) else {
-            outcome
-                .errors
-                .push("out of memory for PCRE2 match data: rules not applied".to_string());
-            return outcome;
+        let Some(mut matcher) = Matcher::with_match_limit(self.max_captures, match_limit) else {
+            deadline?;
+            let why = "out of memory for PCRE2 match data: rules not applied";
+            outcome.errors.push(why.to_string());
+            if self.guards.iter().any(|&g| g) {
+                outcome.verdict = Verdict::TempFail {
+                    reason: format!("{}: {why}", self.file),
+                };
+            }
+            return Some(outcome);
         };
-        let block = header::scan(message);
+        let mut tally = Tally::default();
+        self.apply_headers(
+            &mut matcher,
+            message,
+            header_size_limit,
+            deadline,
+            &mut tally,
+            &mut outcome,
+        )?;
+        let mut errors: Vec<String> = tally
+            .errors
+            .iter()
+            .map(|&(line, code, n)| {
+                let guard = tally.unevaluable == Some(line);
+                format!(
+                    "{}:{}: {} ({} header{}; {})",
+                    self.file,
+                    line,
+                    pcre::error_message(code),
+                    n,
+                    if n == 1 { "" } else { "s" },
+                    if guard {
+                        "the rule could not be evaluated: message not accepted, try again later"
+                    } else {
+                        "treated as not matching"
+                    }
+                )
+            })
+            .collect();
+        errors.append(&mut outcome.errors);
+        outcome.errors = errors;
+        if let Some(line) = tally.unevaluable {
+            outcome.verdict = Verdict::TempFail {
+                reason: format!(
+                    "{}:{}: rule could not be evaluated -- message not accepted, try again later",
+                    self.file, line
+                ),
+            };
+            outcome.edit = None;
+        }
+        Some(outcome)
+    }
+
+    /// The header loop of [`Rules::run`]; stops at the first DISCARD or
+    /// REJECT, or at the first rule that fails closed. `None`: abandoned
+    /// (with a `deadline`: a matching error, or the deadline passed).
+    fn apply_headers(
+        &self,
+        matcher: &mut Matcher,
+        message: &[u8],
+        header_size_limit: usize,
+        deadline: Option<Instant>,
+        tally: &mut Tally,
+        outcome: &mut Outcome,
+    ) -> Option<()> {
+        let block = header::scan(message, header_size_limit);
         let mut changes: Vec<(usize, Change)> = Vec::new();
         let mut hold: Option<String> = None;
 
         for (index, h) in block.headers.iter().enumerate() {
-            let Some((rule, value)) = self.lookup(&mut matcher, &h.key, &mut outcome.errors) else {
+            let found = self.lookup(matcher, &h.key, tally);
+            if let Some(d) = deadline {
+                if !tally.errors.is_empty() || Instant::now() > d {
+                    return None;
+                }
+            }
+            if tally.unevaluable.is_some() {
+                return Some(());
+            }
+            let Some((rule, value)) = found else {
                 continue;
             };
             let (word, args) = action::split(&value);
@@ -424,11 +656,11 @@ impl Rules {
             match act {
                 Action::Discard => {
                     outcome.verdict = Verdict::Discard { text };
-                    return outcome;
+                    return Some(());
                 }
                 Action::Reject => {
                     outcome.verdict = Verdict::Reject { text };
-                    return outcome;
+                    return Some(());
                 }
                 Action::Hold => {
                     hold.get_or_insert(text);
@@ -458,7 +690,30 @@ impl Rules {
         if !changes.is_empty() {
             outcome.edit = Some(build_edit(message, &block, &changes));
         }
-        outcome
+        Some(())
+    }
+}
+
+/// One pattern test. A matching error counts as "no match" and is tallied;
+/// for a `guard` rule it also makes the message unevaluable.
+fn test(
+    matcher: &mut Matcher,
+    pattern: &table::Pattern,
+    line: usize,
+    guard: bool,
+    key: &[u8],
+    tally: &mut Tally,
+) -> bool {
+    if pattern.prefix.as_ref().is_some_and(|p| !p.may_match(key)) {
+        return pattern.negate;
+    }
+    match matcher.exec(&pattern.regex, key) {
+        MatchResult::Match => !pattern.negate,
+        MatchResult::NoMatch => pattern.negate,
+        MatchResult::Error(code) => {
+            tally.record(line, code, guard);
+            false
+        }
     }
 }
 

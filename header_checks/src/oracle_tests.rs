@@ -49,9 +49,9 @@ fn smtpd_lines(msg: &[u8]) -> Vec<u8> {
 fn our_lookups(rules: &Rules, msg: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut matcher = Matcher::new(rules.max_captures).expect("matcher");
-    let mut errors = Vec::new();
-    for h in header::scan(msg).headers {
-        if let Some((_, value)) = rules.lookup(&mut matcher, &h.key, &mut errors) {
+    let mut tally = crate::Tally::default();
+    for h in header::scan(msg, header::DEFAULT_HEADER_SIZE_LIMIT).headers {
+        if let Some((_, value)) = rules.lookup(&mut matcher, &h.key, &mut tally) {
             out.extend_from_slice(&h.key);
             out.push(b'\t');
             out.extend_from_slice(&value);

@@ -161,9 +161,18 @@ pub(crate) enum MatchResult {
 }
 
 impl Matcher {
-    /// Scratch space able to hold `max_captures` groups. `None` only when
-    /// the C allocator fails.
+    /// Scratch space able to hold `max_captures` groups, with the usual
+    /// [`MATCH_LIMIT`]. `None` only when the C allocator fails.
+    #[cfg(test)]
     pub(crate) fn new(max_captures: u32) -> Option<Matcher> {
+        Matcher::with_match_limit(max_captures, MATCH_LIMIT)
+    }
+
+    /// Scratch space able to hold `max_captures` groups, with this match
+    /// limit (`None` only when the C allocator fails). A lower limit only
+    /// turns some results into errors: a result that is not an error is
+    /// the same under any limit.
+    pub(crate) fn with_match_limit(max_captures: u32, match_limit: u32) -> Option<Matcher> {
         let pairs = max_captures.saturating_add(1);
         // SAFETY: null general context = malloc/free.
         let data =
@@ -181,7 +190,7 @@ impl Matcher {
         };
         // SAFETY: ctx is a valid, exclusively owned match context.
         unsafe {
-            ffi::pcre2_set_match_limit_8(ctx.as_ptr(), MATCH_LIMIT);
+            ffi::pcre2_set_match_limit_8(ctx.as_ptr(), match_limit);
             ffi::pcre2_set_heap_limit_8(ctx.as_ptr(), HEAP_LIMIT_KIB);
         }
         Some(Matcher {

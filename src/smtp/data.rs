@@ -9,12 +9,48 @@
 //! stored, and a NUL never makes a following dot count as a line start.
 //! Past the size limit the bytes are counted and dropped, so memory stays
 //! bounded however much a client sends.
+//!
+//! The header block is measured as it arrives (fields and bytes, until the
+//! first line that is neither a header field nor a continuation, as
+//! Postfix's `is_header()` decides): past `max_header_count` fields or
+//! `max_header_size` bytes the stored bytes are freed at once and the rest
+//! is only counted, like an oversized message. A header block made of
+//! millions of tiny fields would otherwise cost the rules one entry per
+//! field, many times the message's size.
+
+/// Which header limit a message went past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderOverflow {
+    /// More header fields than this.
+    Count(usize),
+    /// A header block larger than this many bytes.
+    Size(u64),
+}
+
+impl std::fmt::Display for HeaderOverflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderOverflow::Count(n) => write!(f, "more than {n} header fields"),
+            HeaderOverflow::Size(n) => write!(f, "header block over {n} bytes"),
+        }
+    }
+}
 
 /// Incremental parser state; feed it chunks until it reports the end.
 #[derive(Debug)]
 pub struct DataReader {
     out: Vec<u8>,
     limit: u64,
+    /// Length of the prefix (mx2's own header), not the client's bytes.
+    prefix_len: usize,
+    max_header_size: u64,
+    max_header_count: usize,
+    /// Still inside the client's header block.
+    in_header: bool,
+    header_count: usize,
+    /// Where the current line starts in `out`.
+    line_start: usize,
+    header_overflow: Option<HeaderOverflow>,
     /// Bytes of message content seen (also after the limit was passed).
     seen: u64,
     too_big: bool,
@@ -38,14 +74,25 @@ pub struct DataResult {
     pub too_big: bool,
     pub saw_nul: bool,
     pub bare_newlines: bool,
+    /// Set when the header block went past a limit (the message is empty).
+    pub header_overflow: Option<HeaderOverflow>,
 }
 
 impl DataReader {
-    /// `prefix` is stored first (mx2's `Received:` header); `limit` bounds the content.
+    /// `prefix` is stored first (mx2's `Received:` header); `limit` bounds
+    /// the content. The header block is unlimited until
+    /// [`DataReader::with_header_limits`].
     pub fn new(prefix: Vec<u8>, limit: u64) -> DataReader {
         DataReader {
+            prefix_len: prefix.len(),
+            line_start: prefix.len(),
             out: prefix,
             limit,
+            max_header_size: u64::MAX,
+            max_header_count: usize::MAX,
+            in_header: true,
+            header_count: 0,
+            header_overflow: None,
             seen: 0,
             too_big: false,
             saw_nul: false,
@@ -55,6 +102,14 @@ impl DataReader {
             dot_first: false,
             line_after_crlf: true,
         }
+    }
+
+    /// Bounds the client's header block: at most `max_size` bytes and
+    /// `max_count` header fields.
+    pub fn with_header_limits(mut self, max_size: u64, max_count: usize) -> DataReader {
+        self.max_header_size = max_size;
+        self.max_header_count = max_count;
+        self
     }
 
     /// Consumes bytes from `input`; returns `Some(n)` when the end of data
@@ -126,11 +181,50 @@ impl DataReader {
             // A lone dot that is not a real terminator is kept as content.
             self.push(b".");
         }
+        if self.in_header {
+            self.header_line();
+        }
         self.push(b"\r\n");
+        self.line_start = self.out.len();
         self.dot_first = false;
         self.line_raw = 0;
         self.line_after_crlf = crlf;
         false
+    }
+
+    /// A complete line of the header block (in `out` from `line_start`,
+    /// line end not yet stored): a new field, a continuation, or the end
+    /// of the block.
+    fn header_line(&mut self) {
+        let line = self.out.get(self.line_start..).unwrap_or_default();
+        match line.first() {
+            Some(b' ' | b'\t') if self.header_count > 0 => {}
+            Some(_) if header_checks::is_header_line(line) => {
+                self.header_count += 1;
+                if self.header_count > self.max_header_count {
+                    self.overflow(HeaderOverflow::Count(self.max_header_count));
+                }
+            }
+            _ => self.in_header = false,
+        }
+    }
+
+    /// Checks the header block's size after bytes were stored.
+    fn check_header_size(&mut self) {
+        if self.in_header {
+            let size = self.out.len().saturating_sub(self.prefix_len) as u64;
+            if size > self.max_header_size {
+                self.overflow(HeaderOverflow::Size(self.max_header_size));
+            }
+        }
+    }
+
+    /// The header block is over a limit: free what was stored and only
+    /// count from now on.
+    fn overflow(&mut self, why: HeaderOverflow) {
+        self.header_overflow = Some(why);
+        self.in_header = false;
+        self.out = Vec::new();
     }
 
     /// Content bytes, stored as if pushed one by one: those that still fit
@@ -139,7 +233,10 @@ impl DataReader {
         if !self.too_big {
             let room = self.limit.saturating_sub(self.seen);
             let keep = bytes.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-            self.out.extend_from_slice(&bytes[..keep]);
+            if self.header_overflow.is_none() {
+                self.out.extend_from_slice(&bytes[..keep]);
+                self.check_header_size();
+            }
             if keep < bytes.len() {
                 self.too_big = true;
             }
@@ -153,8 +250,9 @@ impl DataReader {
         if self.seen > self.limit {
             self.too_big = true;
         }
-        if !self.too_big {
+        if !self.too_big && self.header_overflow.is_none() {
             self.out.extend_from_slice(bytes);
+            self.check_header_size();
         }
     }
 
@@ -165,6 +263,7 @@ impl DataReader {
             too_big: self.too_big,
             saw_nul: self.saw_nul,
             bare_newlines: self.bare_newlines,
+            header_overflow: self.header_overflow,
         }
     }
 }
@@ -269,6 +368,77 @@ mod tests {
         }
         assert_eq!(end, Some(input.len() - 1));
         assert_eq!(r.finish().message, whole.message);
+    }
+
+    fn limited(input: &[u8], max_size: u64, max_count: usize) -> (Option<usize>, DataResult) {
+        let mut r = DataReader::new(b"Received: by mx2\r\n".to_vec(), 1 << 30)
+            .with_header_limits(max_size, max_count);
+        let end = r.feed(input);
+        (end, r.finish())
+    }
+
+    #[test]
+    fn header_count_limit_frees_the_message_and_reads_to_the_end() {
+        let mut input = b"a:\r\n".repeat(11);
+        input.extend_from_slice(b"\r\nbody\r\n.\r\nQUIT\r\n");
+        let (end, r) = limited(&input, 1 << 20, 10);
+        assert_eq!(end, Some(input.len() - 6), "the session stays in sync");
+        assert_eq!(r.header_overflow, Some(HeaderOverflow::Count(10)));
+        assert!(r.message.is_empty());
+        assert_eq!(r.size, 11 * 4 + 8);
+        // Exactly at the limit is fine, continuation lines do not count,
+        // and a body full of header-like lines is not a header block.
+        let mut ok = b"a:\r\n".repeat(9);
+        ok.extend_from_slice(b"b: x\r\n y\r\n\tz\r\n\r\n");
+        ok.extend_from_slice(&b"c:\r\n".repeat(50));
+        ok.extend_from_slice(b".\r\n");
+        let (end, r) = limited(&ok, 1 << 20, 10);
+        assert!(end.is_some());
+        assert_eq!(r.header_overflow, None);
+        assert!(r.message.starts_with(b"Received: by mx2\r\na:\r\n"));
+    }
+
+    #[test]
+    fn header_block_ends_at_a_non_header_line() {
+        // As in Postfix: no empty line needed; "From x" is not a field.
+        let mut input = b"a: 1\r\nnot a header\r\n".to_vec();
+        input.extend_from_slice(&b"b:\r\n".repeat(20));
+        input.extend_from_slice(b".\r\n");
+        let (_, r) = limited(&input, 1 << 20, 10);
+        assert_eq!(r.header_overflow, None);
+        // A leading continuation line is not a field either.
+        let mut input = b" a:\r\n".to_vec();
+        input.extend_from_slice(&b"b:\r\n".repeat(20));
+        input.extend_from_slice(b".\r\n");
+        let (_, r) = limited(&input, 1 << 20, 10);
+        assert_eq!(r.header_overflow, None);
+    }
+
+    #[test]
+    fn header_size_limit_counts_one_long_line_before_it_ends() {
+        let mut r =
+            DataReader::new(b"Received: x\r\n".to_vec(), 1 << 30).with_header_limits(1000, 10);
+        assert_eq!(r.feed(b"Subject: "), None);
+        let chunk = [b'x'; 600];
+        assert_eq!(r.feed(&chunk), None);
+        assert_eq!(r.header_overflow, None);
+        assert_eq!(r.feed(&chunk), None);
+        // Over the limit mid-line: the stored bytes are gone already.
+        assert_eq!(r.header_overflow, Some(HeaderOverflow::Size(1000)));
+        assert!(r.out.capacity() == 0);
+        assert_eq!(r.feed(b"\r\n\r\nbody\r\n.\r\n"), Some(13));
+        let res = r.finish();
+        assert!(res.message.is_empty() && !res.too_big);
+        // A body of any size is not a header block.
+        let mut input = b"Subject: s\r\n\r\n".to_vec();
+        input.extend_from_slice(&[b'y'; 5000]);
+        input.extend_from_slice(b"\r\n.\r\n");
+        let (_, r) = limited(&input, 1000, 10);
+        assert_eq!(r.header_overflow, None);
+        assert_eq!(
+            r.message.len(),
+            "Received: by mx2\r\n".len() + input.len() - 3
+        );
     }
 
     /// The byte-at-a-time reader this one replaced, kept as the reference.

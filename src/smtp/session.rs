@@ -443,7 +443,8 @@ impl Session {
             single_rcpt: (txn.rcpts.len() == 1).then(|| txn.rcpts[0].address.as_str()),
         });
         conn.reply("354 End data with <CR><LF>.<CR><LF>");
-        let mut reader = DataReader::new(trace, cfg.smtp.max_message_size);
+        let mut reader = DataReader::new(trace, cfg.smtp.max_message_size)
+            .with_header_limits(cfg.smtp.max_header_size, cfg.smtp.max_header_count);
         loop {
             if let Some(n) = reader.feed(conn.buffered()) {
                 conn.consume(n);
@@ -483,6 +484,15 @@ impl Session {
             );
             crate::metrics::get().rejected.inc();
             conn.reply("552 5.3.4 Error: message file too big");
+            return None;
+        }
+        if let Some(over) = result.header_overflow {
+            tracing::info!(
+                "{id}: reject: message header from [{}] too large ({over})",
+                self.peer.ip()
+            );
+            crate::metrics::get().rejected.inc();
+            conn.reply("552 5.3.4 Message header too large");
             return None;
         }
         if result.saw_nul {
