@@ -67,7 +67,7 @@ pub fn connector(cfg: &Config) -> Result<Connector> {
             cfg.relay.resolver.as_deref(),
             &cfg.hostname,
             myself::Myself::from_listen(&cfg.smtp.listen),
-        ),
+        )?,
         connect_timeout: cfg.relay.connect_timeout,
         command_timeout: cfg.relay.command_timeout,
     })

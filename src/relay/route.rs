@@ -153,7 +153,7 @@ pub struct Candidate {
 /// Resolves destinations with hickory (system resolv.conf, or the
 /// `relay.resolver` address).
 pub struct Resolver {
-    inner: Result<TokioResolver, String>,
+    inner: TokioResolver,
     /// This host's name, lower-case, without a final dot.
     myname: String,
     /// This host's SMTP addresses (the same rule by address).
@@ -161,16 +161,17 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    pub fn new(server: Option<&str>, myname: &str, me: Myself) -> Resolver {
-        let inner = build(server);
-        if let Err(e) = &inner {
-            tracing::error!("relay: no DNS resolver ({e}); MX lookups will defer");
-        }
-        Resolver {
+    /// A resolver that cannot be set up (no usable /etc/resolv.conf, a bad
+    /// `relay.resolver`) is a start-up error: a daemon that accepts mail it
+    /// can never route would only find out one deferral at a time.
+    pub fn new(server: Option<&str>, myname: &str, me: Myself) -> anyhow::Result<Resolver> {
+        let inner =
+            build(server).map_err(|e| anyhow::anyhow!("cannot set up the DNS resolver: {e}"))?;
+        Ok(Resolver {
             inner,
             myname: myname.trim_end_matches('.').to_ascii_lowercase(),
             me,
-        }
+        })
     }
 
     /// Every address to try for `dest`, in order; or why there is none
@@ -260,7 +261,7 @@ impl Resolver {
         domain: &str,
         implicit: bool,
     ) -> Result<Vec<(u16, String)>, RcptResult> {
-        let r = self.resolver()?;
+        let r = &self.inner;
         let records = match r.mx_lookup(fqdn(domain)).await {
             Ok(l) => l
                 .answers()
@@ -288,7 +289,7 @@ impl Resolver {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
-        let r = self.resolver()?;
+        let r = &self.inner;
         match r.lookup_ip(fqdn(host)).await {
             Ok(l) => {
                 let ips: Vec<IpAddr> = l.iter().collect();
@@ -300,16 +301,6 @@ impl Resolver {
             }
             Err(e) => Err(dns_error(host, "A", &e, implicit)),
         }
-    }
-
-    fn resolver(&self) -> Result<&TokioResolver, RcptResult> {
-        self.inner.as_ref().map_err(|e| {
-            RcptResult::local(
-                Class::Temp,
-                "4.3.5",
-                format!("DNS resolver unavailable: {e}"),
-            )
-        })
     }
 }
 
