@@ -21,6 +21,9 @@ pub struct Config {
     /// Problems that do not stop the daemon (`check-config` prints them,
     /// `serve` logs them at start).
     pub warnings: Vec<String>,
+    /// Problems that stop `serve` (and fail `check-config`) but not the
+    /// queue and table commands, as `FILE:LINE: message`.
+    pub serve_errors: Vec<String>,
     pub hostname: String,
     pub smtp: Smtp,
     pub queue: Queue,
@@ -358,6 +361,7 @@ impl Config {
         // a short name (a common /etc/hostname) gets mail refused by
         // primaries that check HELO, and breaks the loop check by name.
         let mut warnings = Vec::new();
+        let mut serve_errors = Vec::new();
         if !hostname.contains('.') {
             let public = listen
                 .iter()
@@ -367,10 +371,12 @@ impl Config {
                 "hostname {hostname:?} is not a fully qualified domain name (no dot); set `hostname` to this MX's name"
             );
             if public {
-                errs.push(
+                // Only for `serve` and `check-config`: the queue CLI does
+                // not need the name and must keep working (as postqueue).
+                serve_errors.push(errs.at(
                     "hostname",
-                    format!("{what} (required when listening on port 25)"),
-                );
+                    &format!("{what} (required when listening on port 25)"),
+                ));
             } else {
                 warnings.push(what);
             }
@@ -524,6 +530,7 @@ impl Config {
         Ok(Config {
             source: source.map(Path::to_path_buf),
             warnings,
+            serve_errors,
             hostname,
             smtp,
             queue,
@@ -547,8 +554,14 @@ struct Errors<'a> {
 
 impl Errors<'_> {
     fn push(&mut self, key: &str, msg: String) {
+        let at = self.at(key, &msg);
+        self.list.push(at);
+    }
+
+    /// `FILE:LINE: msg` for `key`.
+    fn at(&self, key: &str, msg: &str) -> String {
         let line = key_line(self.text, key);
-        self.list.push(format!("{}:{line}: {msg}", self.file));
+        format!("{}:{line}: {msg}", self.file)
     }
 
     fn duration(&mut self, key: &str, v: Option<&str>, default_secs: u64) -> Duration {
@@ -702,11 +715,12 @@ mod tests {
     #[test]
     fn a_short_hostname_is_an_error_on_port_25_and_a_warning_elsewhere() {
         let public = "hostname = \"vm\"\n[smtp]\nlisten = [\"0.0.0.0:25\"]\n";
-        let e = Config::from_toml(public, Some(Path::new("m.toml"))).unwrap_err();
-        assert_eq!(e.errors.len(), 1, "{e}");
+        let c = Config::from_toml(public, Some(Path::new("m.toml"))).unwrap();
+        assert_eq!(c.serve_errors.len(), 1, "{:?}", c.serve_errors);
         assert!(
-            e.errors[0].starts_with("m.toml:1: hostname \"vm\" is not a fully qualified"),
-            "{e}"
+            c.serve_errors[0].starts_with("m.toml:1: hostname \"vm\" is not a fully qualified"),
+            "{:?}",
+            c.serve_errors
         );
         let dev = "hostname = \"vm\"\n[smtp]\nlisten = [\"127.0.0.1:2525\"]\n";
         let c = Config::from_toml(dev, Some(Path::new("m.toml"))).unwrap();

@@ -31,6 +31,9 @@ pub fn run(cfg: Config) -> Result<i32> {
 }
 
 async fn main(cfg: Config) -> Result<i32> {
+    if !cfg.serve_errors.is_empty() {
+        anyhow::bail!("{}", cfg.serve_errors.join("\n"));
+    }
     let cfg = Arc::new(cfg);
     // Before anything else touches the queue: one daemon per queue.
     let lock = crate::queue::lock::acquire(&cfg.queue.path)?;

@@ -21,6 +21,10 @@ pub fn run(cfg_path: &std::path::Path, explicit: bool) -> i32 {
     for w in &cfg.warnings {
         eprintln!("warning: {w}");
     }
+    for e in &cfg.serve_errors {
+        bad = true;
+        eprintln!("{e}");
+    }
     // What `serve` would refuse to start without (outbound TLS set-up).
     if let Err(e) = crate::relay::connector(&cfg) {
         bad = true;
