@@ -101,7 +101,7 @@ async fn main(cfg: Config) -> Result<i32> {
         cfg.hostname,
         cfg.queue.path.display(),
         cfg.relay.transport_map.path.display(),
-        cfg.relay.header_checks.path.display()
+        crate::tables::describe_rules(&cfg.relay.header_checks, &tables.rules())
     );
 
     let mut term = signal(SignalKind::terminate())?;
