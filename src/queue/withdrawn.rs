@@ -159,6 +159,9 @@ impl Withdrawn {
     /// Whether message `id` was withdrawn, and why.
     pub fn why(&self, id: &str) -> Option<Why> {
         let st = self.lock();
+        if st.messages.is_empty() {
+            return None;
+        }
         st.messages.get(id).map(|(_, w)| *w)
     }
 
